@@ -1,0 +1,69 @@
+"""The compiler driver: a straight line of pure stages.
+
+spec -> graph -> reverse mode -> copy propagation -> shape donors -> inlining
+-> dead code -> CSE -> names -> emission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from . import passes
+from .build import Program, build_program
+from .ir import Statement
+from .naming import Namer, name_temporaries
+from .reverse import Backward, reverse_mode
+from .spec import Spec, load_spec, parse_spec
+
+
+@dataclass
+class Optimized:
+    """The program after every pass: what emission renders."""
+
+    program: Program
+    forward: list[Statement]
+    backward: list[Statement]
+    backward_info: Backward
+    grads: dict[sp.Symbol, sp.Symbol | None]
+    namer: Namer
+
+
+def optimize(program: Program) -> Optimized:
+    graph = program.graph
+    info = reverse_mode(program)
+    results = {value for value in info.grads.values() if value is not None}
+    forward = [
+        Statement(node.symbol, node.expr, node.owner, "forward", anonymous=node.anonymous)
+        for node in graph.nodes
+        if node.kind == "op"
+    ]
+    backward = passes.copy_propagation(info.statements, keep=results)
+    backward = passes.shape_donors(backward, graph)
+    forward = passes.inline_single_use(forward, backward)
+    backward = passes.dead_code(backward, results)
+    roots = {program.output} | set().union(*(s.expr.free_symbols for s in backward))
+    if program.predict is not None:
+        roots.add(program.predict)
+    forward = passes.dead_code(forward, roots)
+    forward, backward = passes.common_subexpressions(forward, backward)
+    namer = Namer()
+    forward, backward, renames = name_temporaries(forward, backward, namer)
+    grads = {leaf: (renames.get(d, d) if d is not None else None) for leaf, d in info.grads.items()}
+    return Optimized(program, forward, backward, info, grads, namer)
+
+
+def compile_spec(spec: Spec) -> str:
+    """The generated module's source text for a validated spec."""
+    from .emit import render
+
+    return render(optimize(build_program(spec)))
+
+
+def compile_text(text: str, file: str) -> str:
+    return compile_spec(parse_spec(text, file))
+
+
+def compile_file(path: str) -> str:
+    return compile_spec(load_spec(path))

@@ -1,0 +1,239 @@
+"""Render model -> Jinja templates. Every name is resolved and every expression printed
+here; the templates only loop and format."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import sympy as sp
+
+from . import __version__
+from .compiler import Optimized
+from .ir import Attr, Statement
+from .printer import NumpyPrinter
+from .spec import ParamSpec
+
+LINE_LIMIT = 88
+INDENT = 4
+
+
+@dataclass
+class Line:
+    target: str
+    text: str
+    comments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Block:
+    setup: list[Line]
+    lines: list[Line]
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def template_dir() -> Path:
+    """Templates ship in the wheel as `symbackprop/templates`; in a checkout, at the top."""
+    try:
+        packaged = resources.files("symbackprop") / "templates"
+        if packaged.is_dir():
+            return Path(str(packaged))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def _shape_literal(shape: tuple[object, ...]) -> str:
+    items = [repr(dim) if isinstance(dim, str) else str(dim) for dim in shape]
+    items = [item.replace("'", '"') for item in items]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _shape_text(shape: tuple[object, ...]) -> str:
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def _init_text(param: ParamSpec) -> str:
+    shape = _shape_literal(param.shape)
+    args = dict(param.init_args)
+    if param.init in ("zeros", "ones"):
+        return f"np.{param.init}({shape}, dtype=DTYPE)"
+    if param.init == "normal":
+        return f"rng.normal({args.get('mean', 0.0)!r}, {args.get('std', 1.0)!r}, size={shape}).astype(DTYPE)"
+    if param.init == "uniform":
+        return f"rng.uniform({args.get('low', -1.0)!r}, {args.get('high', 1.0)!r}, size={shape}).astype(DTYPE)"
+    return f"_{param.init}(rng, {shape})"
+
+
+class _LinePrinter:
+    """Prints statements, hoisting the largest subexpression of a line that would pass
+    the line limit into a temporary of its own (a long line is also a hard one to read)."""
+
+    def __init__(self, optimized: Optimized, printer: NumpyPrinter):
+        self.namer = optimized.namer
+        self.printer = printer
+
+    def lines(self, statements: list[Statement], with_notes: bool) -> list[Line]:
+        result: list[Line] = []
+        for statement in statements:
+            comments = _wrap_note(statement.note) if with_notes and statement.note else []
+            result += self._fit(statement.target, statement.expr, statement.owner, comments)
+        return result
+
+    def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:
+        text = self.printer.doprint(expr)
+        hoisted: list[Line] = []
+        while INDENT + len(target.name) + 3 + len(text) > LINE_LIMIT:
+            part = _largest_part(expr, self.printer)
+            if part is None:
+                break
+            temp = self.namer.fresh(owner)
+            hoisted += self._fit(temp, part, owner, [])
+            expr = expr.xreplace({part: temp})
+            text = self.printer.doprint(expr)
+        return hoisted + [Line(target.name, text, comments)]
+
+
+def _largest_part(expr: sp.Expr, printer: NumpyPrinter) -> sp.Expr | None:
+    candidates = [arg for arg in expr.args if not arg.is_Atom and not isinstance(arg, Attr)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda arg: (len(printer.doprint(arg)), sp.default_sort_key(arg)))
+
+
+def _wrap_note(note: str) -> list[str]:
+    width = LINE_LIMIT - INDENT - 2
+    return textwrap.wrap(note, width=width, subsequent_indent="    ", break_on_hyphens=False) or [note]
+
+
+def _used_names(statements: list[Statement]) -> set[str]:
+    return {s.name for statement in statements for s in statement.expr.free_symbols}  # type: ignore[attr-defined]
+
+
+def render(optimized: Optimized) -> str:
+    program = optimized.program
+    spec = program.spec
+    graph = program.graph
+    printer = NumpyPrinter()
+    line_printer = _LinePrinter(optimized, printer)
+
+    forward_names = {s.target.name for s in optimized.forward}
+    leaf_names = [node.name for node in graph.nodes if node.kind != "op"]
+    grads = []
+    zero_leaves = []
+    for leaf, d in optimized.grads.items():
+        if d is None:
+            zero_leaves.append(leaf.name)
+            grads.append(Line(leaf.name, f"np.zeros_like({leaf.name})"))
+        else:
+            grads.append(Line(leaf.name, d.name))
+    backward_used = _used_names(optimized.backward) | {line.text for line in grads if not line.text.startswith("np.")}
+    saved = [name for name in leaf_names + [s.target.name for s in optimized.forward] if name in backward_used]
+    saved += [name for name in zero_leaves if name not in saved]
+    seed = optimized.backward_info.seed.name
+    seed_used = seed in backward_used
+
+    forward_lines = line_printer.lines(optimized.forward, with_notes=False)
+    backward_lines = line_printer.lines(optimized.backward, with_notes=True)
+
+    def setup(names: set[str]) -> list[Line]:
+        lines = []
+        for param in spec.params:
+            if param.name in names:
+                lines.append(Line(param.name, f'np.asarray(params["{param.name}"], dtype=DTYPE)'))
+        for item in spec.inputs:
+            if item.name in names:
+                dtype = "DTYPE" if item.dtype == spec.dtype else f"np.{item.dtype}"
+                lines.append(Line(item.name, f"np.asarray({item.name}, dtype={dtype})"))
+        return lines
+
+    forward_reads = _used_names(optimized.forward) | set(saved) | {spec.output}
+    forward_block = Block(setup(forward_reads - forward_names), forward_lines)
+
+    predict = None
+    if program.predict is not None:
+        wanted = passes_closure(optimized.forward, program.predict)
+        predict_lines = [line for line in forward_lines if line.target in wanted]
+        reads = _used_names([s for s in optimized.forward if s.target.name in wanted]) | {program.predict.name}
+        inputs = [item.name for item in spec.inputs if item.name in reads]
+        predict = {
+            "setup": setup(reads - forward_names),
+            "lines": predict_lines,
+            "inputs": inputs,
+            "target": program.predict.name,
+        }
+        predict = _PredictBlock(**predict)
+
+    helpers = set(printer.helpers_used)
+    inits = {param.init for param in spec.params}
+    for init in ("glorot_uniform", "he_normal"):
+        if init in inits:
+            helpers.update((init, "fans"))
+    model = {
+        "version": __version__,
+        "spec_file": spec.file_name,
+        "sha256": spec.sha256,
+        "name": spec.name,
+        "dtype": spec.dtype,
+        "wrt": [leaf.name for leaf in program.wrt],
+        "params": [
+            {
+                "name": param.name,
+                "shape_text": _shape_text(param.shape),
+                "shape_literal": _shape_literal(param.shape),
+                "init": param.init,
+                "init_text": _init_text(param),
+            }
+            for param in spec.params
+        ],
+        "inputs": [
+            {
+                "name": item.name,
+                "shape_text": _shape_text(item.shape),
+                "shape_literal": _shape_literal(item.shape) if item.shape else "()",
+                "dtype": item.dtype,
+            }
+            for item in spec.inputs
+        ],
+        "helpers": sorted(helpers),
+        "forward": forward_block,
+        "saved": saved,
+        "seed": seed,
+        "seed_used": seed_used,
+        "backward": backward_lines,
+        "grads": grads,
+        "output": spec.output if spec.output in forward_names or True else spec.output,
+        "predict": predict,
+    }
+    return _environment().get_template("module.py.j2").render(**model)
+
+
+@dataclass
+class _PredictBlock:
+    setup: list[Line]
+    lines: list[Line]
+    inputs: list[str]
+    target: str
+
+
+def passes_closure(statements: list[Statement], root: sp.Symbol) -> set[str]:
+    needed = {root}
+    for statement in reversed(statements):
+        if statement.target in needed:
+            needed.update(statement.expr.free_symbols)  # type: ignore[arg-type]
+    return {s.name for s in needed}

@@ -1,0 +1,127 @@
+"""Elementwise functions as SymPy functions, each with its derivative.
+
+SymPy derives every elementwise derivative. The functions defined here state their
+`fdiff` through their own value where the math allows it (`sigmoid' = s (1 - s)`,
+`relu' = [relu(x) > 0]`), so that after reverse mode substitutes a node's symbol for
+its forward expression the backward pass reads the saved output, not the input.
+
+`ELEMENTWISE` is the formula language's table of elementwise functions: name ->
+(SymPy constructor, its number of tensor arguments, the number of constant arguments
+that may follow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sympy as sp
+
+
+class Elementwise(sp.Function):
+    """Base of our elementwise functions: real-valued, never auto-evaluated."""
+
+    is_real = True
+
+    @classmethod
+    def eval(cls, *args: sp.Expr) -> sp.Expr | None:
+        return None
+
+
+class Step(Elementwise):
+    """Heaviside step with value `at_zero` at 0; its derivative is 0 almost everywhere."""
+
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.Zero
+
+
+class Sigmoid(Elementwise):
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return self * (1 - self)
+
+
+class Relu(Elementwise):
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return Step(self, 0)
+
+
+class LeakyRelu(Elementwise):
+    """max(x, slope * x) for 0 <= slope < 1; the slope is a constant."""
+
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        x, slope = self.args
+        if argindex != 1:
+            return sp.S.Zero
+        return slope + (1 - slope) * Step(self, 0)
+
+
+class Softplus(Elementwise):
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return Sigmoid(self.args[0])
+
+
+class Log1p(Elementwise):
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return 1 / (1 + self.args[0])
+
+
+class Sqrt(Elementwise):
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return 1 / (2 * self)
+
+
+class Maximum(Elementwise):
+    """The max gate routes the gradient to the larger input (half to each on a tie)."""
+
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        a, b = self.args
+        return Step(a - b, sp.S.Half) if argindex == 1 else Step(b - a, sp.S.Half)
+
+
+class Minimum(Elementwise):
+    nargs = 2
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        a, b = self.args
+        return Step(b - a, sp.S.Half) if argindex == 1 else Step(a - b, sp.S.Half)
+
+
+@dataclass(frozen=True)
+class ElementwiseFn:
+    build: Callable[..., sp.Expr]
+    tensor_args: int
+    const_args: tuple[float, ...] = ()  # defaults of trailing constant arguments
+
+
+ELEMENTWISE: dict[str, ElementwiseFn] = {
+    "exp": ElementwiseFn(sp.exp, 1),
+    "log": ElementwiseFn(sp.log, 1),
+    "log1p": ElementwiseFn(Log1p, 1),
+    "sqrt": ElementwiseFn(Sqrt, 1),
+    "abs": ElementwiseFn(sp.Abs, 1),
+    "sin": ElementwiseFn(sp.sin, 1),
+    "cos": ElementwiseFn(sp.cos, 1),
+    "tanh": ElementwiseFn(sp.tanh, 1),
+    "sigmoid": ElementwiseFn(Sigmoid, 1),
+    "relu": ElementwiseFn(Relu, 1),
+    "softplus": ElementwiseFn(Softplus, 1),
+    "leaky_relu": ElementwiseFn(LeakyRelu, 1, (0.01,)),
+    "maximum": ElementwiseFn(Maximum, 2),
+    "minimum": ElementwiseFn(Minimum, 2),
+}

@@ -1,0 +1,57 @@
+"""The one place generated names are made.
+
+Spec names stay as they are; adjoints are `d_<name>`; every value the spec did not name
+(an op inside a formula, a shared subexpression) is `t_<owner>_<k>`, numbered per owning
+spec node in order of definition, so an edit in one node never renumbers another.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+from .ir import Statement, symbol
+
+
+class Namer:
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+
+    def fresh(self, owner: str) -> sp.Symbol:
+        index = self.counters.get(owner, 0)
+        self.counters[owner] = index + 1
+        return symbol(f"t_{owner}_{index}")
+
+
+def name_temporaries(
+    forward: list[Statement], backward: list[Statement], namer: Namer
+) -> tuple[list[Statement], list[Statement], dict[sp.Symbol, sp.Symbol]]:
+    renames: dict[sp.Symbol, sp.Symbol] = {}
+    for statement in forward + backward:
+        if statement.anonymous and not statement.target.name.startswith("d_"):
+            new = namer.fresh(statement.owner)
+            renames[statement.target] = new
+            renames[symbol("d_" + statement.target.name)] = symbol("d_" + new.name)
+
+    def rename(statements: list[Statement]) -> list[Statement]:
+        return [
+            Statement(
+                renames.get(s.target, s.target),
+                s.expr.xreplace(renames),
+                s.owner,
+                s.phase,
+                _rename_note(s.note, renames),
+                s.anonymous,
+            )
+            for s in statements
+        ]
+
+    return rename(forward), rename(backward), renames
+
+
+def _rename_note(note: str, renames: dict[sp.Symbol, sp.Symbol]) -> str:
+    if not note or ("t_" not in note and "_cse_" not in note):
+        return note
+    lookup = {old.name: new.name for old, new in renames.items()}
+    return re.sub(r"\b(?:d_)?(?:t|_cse)_\w+", lambda m: lookup.get(m.group(0), m.group(0)), note)

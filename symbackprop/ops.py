@@ -1,0 +1,475 @@
+"""The tensor-op rule table: each op's shape rule, forward NumPy text and adjoint, in one class.
+
+The rule contract (read this before adding an op):
+
+- An op is a `TensorOp` subclass, applied as `Op(*operand_symbols, *Attr(...))`. Its
+  first `operands` arguments are tensors; the rest are `Attr` constants (axes, flags).
+- `infer(types, *attrs)` returns the result `TensorType` or raises `ShapeError` with a
+  message for the user.
+- `_numpy_text(printer)` returns the forward expression as NumPy source, printing its
+  arguments through `printer` (never with `str()`).
+- `adjoint(ctx)` returns one entry per tensor operand: `None` where no gradient flows,
+  else `(expression, note)`, the operand's adjoint contribution given the output's
+  adjoint `ctx.d`, and a short math note for the comment in generated code. The
+  contribution must have exactly the operand's shape. It may refer to the operands,
+  to the output symbol `ctx.out` (so the backward pass reads the saved output) and to
+  other ops of this table.
+- Ops with `language_name` are callable from formulas; the rest only appear in
+  backward passes. Elementwise math never comes here: SymPy derives it (functions.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
+
+from .ir import Attr, Shape, TensorType, reduced_axes
+
+if TYPE_CHECKING:
+    from .printer import NumpyPrinter
+
+Contribution = tuple[sp.Expr, str] | None
+
+
+class ShapeError(ValueError):
+    """An op applied to tensors of the wrong shape or dtype (a user's mistake)."""
+
+
+@dataclass(frozen=True)
+class AdjointContext:
+    op: TensorOp
+    out: sp.Symbol
+    d: sp.Expr
+    type_of: Callable[[sp.Basic], TensorType]
+
+    @property
+    def operands(self) -> tuple[sp.Expr, ...]:
+        return self.op.tensor_args
+
+    @property
+    def attrs(self) -> tuple[Any, ...]:
+        return self.op.attrs
+
+    def shape(self, value: sp.Basic) -> Shape:
+        return self.type_of(value).shape
+
+
+class TensorOp(sp.Function):
+    """Base of every non-elementwise op. Never auto-evaluated; real-valued."""
+
+    is_real = True
+    operands: ClassVar[int] = 1
+    language_name: ClassVar[str | None] = None
+    keywords: ClassVar[dict[str, Any]] = {}
+    precedence: ClassVar[int] = PRECEDENCE["Atom"]
+    helpers: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def eval(cls, *args: sp.Basic) -> None:
+        return None
+
+    @property
+    def tensor_args(self) -> tuple[sp.Expr, ...]:
+        return self.args[: self.operands]
+
+    @property
+    def attrs(self) -> tuple[Any, ...]:
+        return tuple(arg.value for arg in self.args[self.operands :])
+
+    @classmethod
+    def make(cls, *tensors: sp.Expr, attrs: tuple[Any, ...] = ()) -> sp.Expr:
+        return cls(*tensors, *(Attr(value) for value in attrs))
+
+    @classmethod
+    def attrs_from(cls, types: list[TensorType], keywords: dict[str, Any]) -> tuple[Any, ...]:
+        return ()
+
+    @classmethod
+    def infer(cls, types: list[TensorType], *attrs: Any) -> TensorType:
+        raise NotImplementedError
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        raise NotImplementedError(f"{type(self).__name__} has no adjoint")
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        raise NotImplementedError
+
+
+def _float_operands(types: list[TensorType], what: str) -> str:
+    dtypes = {t.dtype for t in types if t.dtype != "const"}
+    if not all(t.is_float for t in types):
+        raise ShapeError(f"{what} needs float tensors, not {', '.join(t.dtype for t in types)}")
+    if len(dtypes) > 1:
+        raise ShapeError(f"{what} mixes dtypes {', '.join(sorted(dtypes))}")
+    return dtypes.pop() if dtypes else "const"
+
+
+def _dims(shape: Shape) -> str:
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+# --- matrix products -------------------------------------------------------------------
+
+
+class MatMul(TensorOp):
+    """a @ b for vectors and matrices (NumPy's rules for ranks 1 and 2)."""
+
+    operands = 2
+    # Just below `*`: `y * (x @ W)` keeps its parentheses, since `(y * x) @ W` differs.
+    precedence = PRECEDENCE["Mul"] - 1
+
+    @classmethod
+    def infer(cls, types: list[TensorType]) -> TensorType:
+        a, b = types
+        dtype = _float_operands(types, "@")
+        if not 1 <= len(a.shape) <= 2 or not 1 <= len(b.shape) <= 2:
+            raise ShapeError(
+                f"@ takes vectors and matrices, not shapes {_dims(a.shape)} and {_dims(b.shape)}"
+            )
+        if a.shape[-1] != b.shape[0]:
+            raise ShapeError(
+                f"@ cannot multiply {_dims(a.shape)} by {_dims(b.shape)}: "
+                f"{a.shape[-1]} != {b.shape[0]}"
+            )
+        return TensorType(a.shape[:-1] + b.shape[1:], dtype)
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        a, b = ctx.operands
+        d = ctx.d
+        rank_a, rank_b = len(ctx.shape(a)), len(ctx.shape(b))
+        out = ctx.out
+        if rank_a == 2 and rank_b == 2:
+            return (
+                (MatMul(d, Transpose(b)), f"dL/d{out} @ {b}^T"),
+                (MatMul(Transpose(a), d), f"{a}^T @ dL/d{out}"),
+            )
+        if rank_a == 1 and rank_b == 2:
+            return (
+                (MatMul(b, d), f"{b} @ dL/d{out}"),
+                (Outer(a, d), f"outer({a}, dL/d{out})"),
+            )
+        if rank_a == 2 and rank_b == 1:
+            return (
+                (Outer(d, b), f"outer(dL/d{out}, {b})"),
+                (MatMul(Transpose(a), d), f"{a}^T @ dL/d{out}"),
+            )
+        return ((d * b, f"dL/d{out} * {b}"), (d * a, f"dL/d{out} * {a}"))
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        a, b = self.args
+        left = printer.parenthesize(a, PRECEDENCE["Mul"], strict=False)
+        right = printer.parenthesize(b, PRECEDENCE["Mul"], strict=True)
+        return f"{left} @ {right}"
+
+
+class Transpose(TensorOp):
+    language_name = "transpose"
+
+    @classmethod
+    def infer(cls, types: list[TensorType]) -> TensorType:
+        (a,) = types
+        return TensorType(tuple(reversed(a.shape)), _float_operands(types, "transpose"))
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        return ((Transpose(ctx.d), f"(dL/d{ctx.out})^T"),)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.parenthesize(self.args[0], PRECEDENCE["Atom"]) + ".T"
+
+
+class Outer(TensorOp):
+    """The outer product of two vectors (backward passes of vector @ matrix)."""
+
+    operands = 2
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("np.outer", self.args)
+
+
+# --- reductions ------------------------------------------------------------------------
+
+
+def _normalize_axes(axis: Any, rank: int, what: str) -> tuple[int, ...] | None:
+    if axis is None:
+        return None
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    result = []
+    for item in axes:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ShapeError(f"axis of {what} must be an int or a tuple of ints")
+        if not -rank <= item < rank:
+            raise ShapeError(f"axis {item} of {what} is out of range for a tensor of rank {rank}")
+        result.append(item % rank)
+    if len(set(result)) != len(result):
+        raise ShapeError(f"axis of {what} repeats an axis")
+    return tuple(sorted(result))
+
+
+def _reduced_shape(shape: Shape, axes: tuple[int, ...] | None, keepdims: bool) -> Shape:
+    axes_set = set(range(len(shape))) if axes is None else set(axes)
+    if keepdims:
+        return tuple(1 if axis in axes_set else dim for axis, dim in enumerate(shape))
+    return tuple(dim for axis, dim in enumerate(shape) if axis not in axes_set)
+
+
+class Reduction(TensorOp):
+    """op(x, axes, keepdims): axes a sorted tuple of non-negative ints, or None for all."""
+
+    keywords = {"axis": None}
+    numpy_name: ClassVar[str] = ""
+
+    @classmethod
+    def attrs_from(cls, types: list[TensorType], keywords: dict[str, Any]) -> tuple[Any, ...]:
+        return (_normalize_axes(keywords["axis"], len(types[0].shape), cls.language_name or ""), False)
+
+    @classmethod
+    def infer(cls, types: list[TensorType], axes: Any, keepdims: bool) -> TensorType:
+        dtype = _float_operands(types, cls.language_name or cls.__name__)
+        if not types[0].shape and axes:
+            raise ShapeError(f"{cls.language_name} of a scalar has no axis")
+        return TensorType(_reduced_shape(types[0].shape, axes, keepdims), dtype)
+
+    def expanded(self, value: sp.Expr) -> sp.Expr:
+        """`value` (shaped like this reduction's result) with the reduced axes put back as 1s."""
+        axes, keepdims = self.attrs
+        if keepdims or axes is None:
+            return value
+        return ExpandDims.make(value, attrs=(axes,))
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        axes, keepdims = self.attrs
+        keywords = {"axis": axes, "keepdims": True} if keepdims else {"axis": axes}
+        return printer.call(self.numpy_name, self.args[:1], keywords)
+
+
+class ReduceSum(Reduction):
+    language_name = "sum"
+    numpy_name = "np.sum"
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        (x,) = ctx.operands
+        grad = BroadcastTo(self.expanded(ctx.d), ShapeOf(x))
+        return ((grad, f"dL/d{ctx.out} broadcast to {x}'s shape"),)
+
+
+class ReduceMean(Reduction):
+    language_name = "mean"
+    numpy_name = "np.mean"
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        (x,) = ctx.operands
+        axes = self.attrs[0]
+        grad = BroadcastTo(self.expanded(ctx.d) / Count.make(x, attrs=(axes,)), ShapeOf(x))
+        return ((grad, f"dL/d{ctx.out} / n, broadcast to {x}'s shape"),)
+
+
+class ReduceMax(Reduction):
+    """The max gate routes the gradient to the maxima, shared evenly on ties (as PyTorch)."""
+
+    language_name = "max"
+    numpy_name = "np.max"
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        (x,) = ctx.operands
+        axes = self.attrs[0]
+        mask = EqualMask(x, self.expanded(ctx.out))
+        ties = ReduceSum.make(mask, attrs=(axes, True))
+        grad = self.expanded(ctx.d) * mask / ties
+        return ((grad, f"dL/d{ctx.out} routed to the argmax of {x}"),)
+
+
+class LogSumExp(Reduction):
+    """log(sum(exp(x))), computed around the max so that no exp overflows."""
+
+    language_name = "logsumexp"
+    numpy_name = "_logsumexp"
+    helpers = ("logsumexp",)
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        (x,) = ctx.operands
+        grad = self.expanded(ctx.d) * sp.exp(x - self.expanded(ctx.out))
+        return ((grad, f"dL/d{ctx.out} * softmax({x})"),)
+
+
+class _AxisOp(TensorOp):
+    keywords = {"axis": -1}
+
+    @classmethod
+    def attrs_from(cls, types: list[TensorType], keywords: dict[str, Any]) -> tuple[Any, ...]:
+        axis = keywords["axis"]
+        if axis is None or isinstance(axis, tuple):
+            raise ShapeError(f"axis of {cls.language_name} must be one int")
+        if not types[0].shape:
+            raise ShapeError(f"{cls.language_name} needs a tensor with at least one dim")
+        axes = _normalize_axes(axis, len(types[0].shape), cls.language_name or "")
+        return (axes[0],) if axes else (0,)
+
+    @classmethod
+    def infer(cls, types: list[TensorType], axis: int) -> TensorType:
+        return TensorType(types[0].shape, _float_operands(types, cls.language_name or ""))
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("_" + (self.language_name or ""), self.args[:1], {"axis": self.attrs[0]})
+
+
+class Softmax(_AxisOp):
+    language_name = "softmax"
+    helpers = ("softmax",)
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        (axis,) = self.attrs
+        s, d = ctx.out, ctx.d
+        grad = s * (d - ReduceSum.make(d * s, attrs=((axis,), True)))
+        return ((grad, f"{s} * (dL/d{s} - sum(dL/d{s} * {s}))"),)
+
+
+class LogSoftmax(_AxisOp):
+    language_name = "log_softmax"
+    helpers = ("log_softmax",)
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        (axis,) = self.attrs
+        out, d = ctx.out, ctx.d
+        grad = d - sp.exp(out) * ReduceSum.make(d, attrs=((axis,), True))
+        return ((grad, f"dL/d{out} - exp({out}) * sum(dL/d{out})"),)
+
+
+class NegLogLikelihood(TensorOp):
+    """-mean (or -sum) of log-probabilities picked by integer labels along the last axis."""
+
+    operands = 2
+    precedence = PRECEDENCE["Add"]
+
+    @classmethod
+    def infer(cls, types: list[TensorType], reduction: str) -> TensorType:
+        logp, labels = types
+        if labels.dtype not in ("int32", "int64"):
+            raise ShapeError(f"labels must be an int tensor, not {labels.dtype}")
+        if not logp.is_float or logp.dtype == "const" or not logp.shape:
+            raise ShapeError("logits must be a float tensor with a class axis")
+        if labels.shape != logp.shape[:-1]:
+            raise ShapeError(
+                f"labels of shape {_dims(labels.shape)} do not fit logits of shape "
+                f"{_dims(logp.shape)} (expected {_dims(logp.shape[:-1])})"
+            )
+        return TensorType((), logp.dtype)
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        _, labels = ctx.operands
+        (reduction,) = self.attrs
+        scale = -ctx.d if reduction == "sum" else -ctx.d / Count.make(labels, attrs=(None,))
+        grad = OneHot(labels, ctx.operands[0]) * scale
+        return ((grad, f"-one_hot({labels}) * dL/d{ctx.out}" + (" / n" if reduction != "sum" else "")), None)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        logp = printer.doprint(self.args[0])
+        labels = printer.parenthesize(self.args[1], PRECEDENCE["Atom"])
+        picked = f"np.take_along_axis({logp}, {labels}[..., None], axis=-1)"
+        reducer = "np.sum" if self.attrs[0] == "sum" else "np.mean"
+        return f"-{reducer}({picked})"
+
+
+# --- helpers of backward passes --------------------------------------------------------
+
+
+class ShapeOf(TensorOp):
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.parenthesize(self.args[0], PRECEDENCE["Atom"]) + ".shape"
+
+
+class Count(TensorOp):
+    """How many elements a reduction over `axes` of x averages (a Python int at run time)."""
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        x = printer.parenthesize(self.args[0], PRECEDENCE["Atom"])
+        (axes,) = self.attrs
+        if axes is None:
+            return f"{x}.size"
+        return " * ".join(f"{x}.shape[{axis}]" for axis in axes)
+
+    @property
+    def precedence(self) -> int:  # type: ignore[override]
+        axes = self.attrs[0]
+        return PRECEDENCE["Mul"] if axes is not None and len(axes) > 1 else PRECEDENCE["Atom"]
+
+
+class BroadcastTo(TensorOp):
+    operands = 2
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("np.broadcast_to", self.args)
+
+
+class ExpandDims(TensorOp):
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("np.expand_dims", self.args[:1], {"axis": self.attrs[0]})
+
+
+class SumTo(TensorOp):
+    """An adjoint summed over the axes its operand was broadcast along (leading, then kept)."""
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        lead, kept = self.attrs
+        text = printer.doprint(self.args[0])
+        if kept:
+            text = printer.call("np.sum", [], {"axis": kept, "keepdims": True}, raw_args=[text])
+        if lead:
+            text = printer.call("np.sum", [], {"axis": lead}, raw_args=[text])
+        return text
+
+
+class EqualMask(TensorOp):
+    """1 where x equals m, else 0, in x's dtype."""
+
+    operands = 2
+    helpers = ("equal_mask",)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("_equal_mask", self.args)
+
+
+class OneHot(TensorOp):
+    """One-hot rows of int labels, as wide and of the same dtype as `like`."""
+
+    operands = 2
+    helpers = ("one_hot",)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("_one_hot", self.args)
+
+
+LANGUAGE_OPS: dict[str, type[TensorOp]] = {
+    op.language_name: op
+    for op in (Transpose, ReduceSum, ReduceMean, ReduceMax, LogSumExp, Softmax, LogSoftmax)
+    if op.language_name
+}
+
+
+class Fill(TensorOp):
+    """A value whose tensors SymPy simplified away (`x - x`, `y + 0 * x`), filled out to the
+    shape those tensors set: `Fill(value, *sources)`, value a number or a graph symbol."""
+
+    @property
+    def tensor_args(self) -> tuple[sp.Expr, ...]:
+        return self.args[:1] if isinstance(self.args[0], sp.Symbol) else ()
+
+    @property
+    def attrs(self) -> tuple[Any, ...]:
+        return ()
+
+    def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
+        if not self.tensor_args:
+            return ()
+        (value,) = self.tensor_args
+        lead, kept = reduced_axes(ctx.shape(value), ctx.shape(ctx.out))
+        grad = SumTo.make(ctx.d, attrs=(lead, kept)) if lead or kept else ctx.d
+        return ((grad, f"dL/d{ctx.out} summed to {value}'s shape"),)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        value, *sources = self.args
+        shape = printer.call("np.broadcast_shapes", [ShapeOf(source) for source in sources]) if sources else "()"
+        return printer.call("np.full", [], raw_args=[shape, printer.doprint(value), "dtype=DTYPE"])

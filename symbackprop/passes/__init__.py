@@ -1,0 +1,16 @@
+"""Optimization passes over the program of statements, each a pure function.
+
+In pipeline order: `copy_propagation`, `shape_donors`, `inline_single_use`,
+`dead_code`, `common_subexpressions`, then naming and scheduling (`naming.py`).
+"""
+
+from .cse import common_subexpressions
+from .simplify import copy_propagation, dead_code, inline_single_use, shape_donors
+
+__all__ = [
+    "common_subexpressions",
+    "copy_propagation",
+    "dead_code",
+    "inline_single_use",
+    "shape_donors",
+]

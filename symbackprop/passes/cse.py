@@ -1,0 +1,83 @@
+"""Common-subexpression elimination over the forward and backward passes together.
+
+SymPy's `cse` finds the repeated subexpressions (canonical order, so the result does not
+depend on hashing). Each one becomes a temporary computed just before its first use:
+in the forward pass when the forward pass uses it (then the backward pass reads the
+saved value), in the backward pass otherwise. Temporaries get placeholder names here;
+`naming.py` gives them their final, per-node names.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..ir import Statement
+
+_PREFIX = "_cse_"
+
+
+def is_placeholder(value: sp.Symbol) -> bool:
+    return value.name.startswith(_PREFIX)
+
+
+def common_subexpressions(
+    forward: list[Statement], backward: list[Statement]
+) -> tuple[list[Statement], list[Statement]]:
+    statements = forward + backward
+    if not statements:
+        return forward, backward
+    temps = sp.numbered_symbols(_PREFIX, real=True)
+    replacements, reduced = sp.cse([s.expr for s in statements], symbols=temps, order="canonical")
+    definitions = dict(replacements)
+    placed: set[sp.Symbol] = set()
+    renames: dict[sp.Symbol, sp.Symbol] = {}
+    out: dict[str, list[Statement]] = {"forward": [], "backward": []}
+
+    def place(temp: sp.Symbol, user: Statement) -> None:
+        """Emit `temp` (after the temporaries it reads) just before `user`."""
+        stack = [(temp, False)]
+        while stack:
+            item, ready = stack.pop()
+            if item in placed:
+                continue
+            if not ready:
+                stack.append((item, True))
+                for dep in sorted(definitions[item].free_symbols - placed, key=_order_key, reverse=True):
+                    if dep in definitions:
+                        stack.append((dep, False))  # type: ignore[arg-type]
+                continue
+            placed.add(item)
+            expr = definitions[item].xreplace(renames)
+            out[user.phase].append(Statement(item, expr, user.owner, user.phase, "", anonymous=True))
+
+    for statement, expr in zip(statements, reduced, strict=True):
+        if isinstance(expr, sp.Symbol) and expr in definitions and expr not in placed:
+            # the whole line is a repeated subexpression: the line itself defines it
+            for dep in sorted(definitions[expr].free_symbols - placed, key=_order_key):
+                if dep in definitions:
+                    place(dep, statement)  # type: ignore[arg-type]
+            placed.add(expr)
+            renames[expr] = statement.target
+            expr = definitions[expr]
+        else:
+            for temp in sorted(expr.free_symbols - placed, key=_order_key):
+                if temp in definitions:
+                    place(temp, statement)  # type: ignore[arg-type]
+        out[statement.phase].append(
+            Statement(
+                statement.target,
+                expr.xreplace(renames),
+                statement.owner,
+                statement.phase,
+                statement.note,
+                statement.anonymous,
+            )
+        )
+    return out["forward"], out["backward"]
+
+
+def _order_key(value: sp.Basic) -> tuple[int, str]:
+    name = getattr(value, "name", "")
+    if name.startswith(_PREFIX):
+        return (0, f"{int(name[len(_PREFIX):]):09d}")
+    return (1, name)

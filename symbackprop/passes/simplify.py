@@ -1,0 +1,101 @@
+"""Small rewrites before CSE: drop copies, read shapes off cheap values, inline, prune."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import sympy as sp
+
+from ..ir import Graph, Statement
+from ..ops import Count, OneHot, ShapeOf
+from ..reverse import adjoint_symbol
+
+
+def symbol_uses(exprs: Iterable[sp.Expr]) -> Counter[sp.Symbol]:
+    uses: Counter[sp.Symbol] = Counter()
+    for expr in exprs:
+        for item in sp.preorder_traversal(expr):
+            if isinstance(item, sp.Symbol):
+                uses[item] += 1
+    return uses
+
+
+def copy_propagation(statements: list[Statement], keep: set[sp.Symbol]) -> list[Statement]:
+    """`d_t = d_s` lines vanish: later lines read `d_s` directly (unless `d_t` is a result)."""
+    renames: dict[sp.Symbol, sp.Expr] = {}
+    result = []
+    for statement in statements:
+        expr = statement.expr.xreplace(renames) if renames else statement.expr
+        if isinstance(expr, sp.Symbol) and statement.target not in keep:
+            renames[statement.target] = expr
+            continue
+        result.append(_with_expr(statement, expr))
+    return result
+
+
+def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
+    return Statement(statement.target, expr, statement.owner, statement.phase, statement.note, statement.anonymous)
+
+
+def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
+    """Backward lines that only need a value's shape read it from an input or a param of
+    the same shape where one exists, so the value itself need not be kept for backward."""
+    donors: dict[tuple[tuple[object, ...], bool], sp.Symbol] = {}
+    for node in graph.nodes:
+        if node.kind != "op" or not node.anonymous:
+            donors.setdefault((node.type.shape, False), node.symbol)
+            if node.type.is_float:
+                donors.setdefault((node.type.shape, True), node.symbol)
+
+    def donor(value: sp.Symbol, need_float: bool) -> sp.Symbol:
+        return donors.get((graph.type_of(value).shape, need_float), value) if value in graph.by_symbol else value
+
+    result = []
+    for statement in statements:
+        mapping: dict[sp.Basic, sp.Basic] = {}
+        for item in statement.expr.atoms(ShapeOf, Count, OneHot):
+            if isinstance(item, OneHot):
+                labels, like = item.args
+                mapping[item] = OneHot(labels, donor(like, True))
+            else:
+                mapping[item] = item.func(donor(item.args[0], False), *item.args[1:])
+        result.append(_with_expr(statement, statement.expr.xreplace(mapping)) if mapping else statement)
+    return result
+
+
+def inline_single_use(forward: list[Statement], backward: list[Statement]) -> list[Statement]:
+    """An unnamed forward value read once, by a forward line, is written into that line
+    (`s1 = x @ W1 + b1` rather than a temporary), unless the backward pass names its adjoint."""
+    uses = symbol_uses(statement.expr for statement in forward + backward)
+    adjoints = {statement.target for statement in backward}
+    users: dict[sp.Symbol, int] = {}
+    for index, statement in enumerate(forward):
+        for item in statement.expr.free_symbols:
+            users[item] = index  # type: ignore[index]
+    statements = list(forward)
+    dropped: set[int] = set()
+    for index, statement in enumerate(statements):
+        target = statement.target
+        if not statement.anonymous or uses[target] != 1 or adjoint_symbol(target) in adjoints:
+            continue
+        user = users.get(target)
+        if user is None or user <= index:
+            continue
+        consumer = statements[user]
+        statements[user] = _with_expr(consumer, consumer.expr.xreplace({target: statement.expr}))
+        for item in statement.expr.free_symbols:
+            users[item] = max(users.get(item, user), user)  # type: ignore[index]
+        dropped.add(index)
+    return [statement for index, statement in enumerate(statements) if index not in dropped]
+
+
+def dead_code(statements: list[Statement], roots: Iterable[sp.Symbol]) -> list[Statement]:
+    """Keep only the lines whose values reach `roots` (the output, gradients, saved values)."""
+    needed = set(roots)
+    kept = []
+    for statement in reversed(statements):
+        if statement.target in needed:
+            needed.update(statement.expr.free_symbols)  # type: ignore[arg-type]
+            kept.append(statement)
+    return kept[::-1]

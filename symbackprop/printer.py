@@ -1,0 +1,234 @@
+"""SymPy expressions -> NumPy source text, formatted as `ruff format` would leave it.
+
+Dispatch is SymPy's: `_print_<ClassName>` here for algebra and elementwise functions, and
+each tensor op's own `_numpy_text` (ops.py). Functions come from one lookup table. The
+printer records the module helpers (`_sigmoid`, `_logsumexp`, ...) its text calls, so
+that the emitted module defines exactly those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sympy as sp
+from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.str import StrPrinter
+
+from . import functions as fn
+
+# name of the NumPy function (or module helper) for each elementwise SymPy function
+_FUNCTIONS: dict[type, str] = {
+    sp.exp: "np.exp",
+    sp.log: "np.log",
+    sp.sin: "np.sin",
+    sp.cos: "np.cos",
+    sp.tanh: "np.tanh",
+    sp.Abs: "np.abs",
+    sp.sign: "np.sign",
+    fn.Log1p: "np.log1p",
+    fn.Sqrt: "np.sqrt",
+    fn.Maximum: "np.maximum",
+    fn.Minimum: "np.minimum",
+    fn.Step: "np.heaviside",
+    fn.Sigmoid: "_sigmoid",
+}
+_HELPER_FUNCTIONS = {fn.Sigmoid: "sigmoid"}
+
+
+class NumpyPrinter(StrPrinter):
+    printmethod = "_numpy_text"
+
+    def __init__(self) -> None:
+        super().__init__({"order": None})
+        self.helpers_used: set[str] = set()
+
+    # --- building blocks used by ops.py ------------------------------------------------
+
+    def parenthesize(self, item: sp.Basic, level: int, strict: bool = False) -> str:
+        prec = precedence(item)
+        text = self._print(item)
+        if prec < level or (strict and prec <= level):
+            return f"({text})"
+        return text
+
+    def literal(self, value: Any) -> str:
+        if isinstance(value, tuple) and len(value) == 1:
+            return self.literal(value[0])
+        if isinstance(value, tuple):
+            inner = ", ".join(self.literal(item) for item in value)
+            return f"({inner},)" if len(value) == 1 else f"({inner})"
+        return repr(value)
+
+    def call(
+        self,
+        name: str,
+        args: Iterable[sp.Basic] = (),
+        keywords: Mapping[str, Any] | None = None,
+        raw_args: Iterable[str] = (),
+    ) -> str:
+        parts = list(raw_args) + [self._print(arg) for arg in args]
+        parts += [
+            f"{key}={self.literal(value)}" for key, value in (keywords or {}).items() if value is not None
+        ]
+        return f"{name}({', '.join(parts)})"
+
+    def _print_TensorOp(self, expr: sp.Basic) -> str:
+        for helper in type(expr).helpers:
+            self.helpers_used.add(helper)
+        return expr._numpy_text(self)
+
+    def _print(self, expr: Any, **kwargs: Any) -> str:
+        helpers = getattr(type(expr), "helpers", None)
+        if helpers:
+            self.helpers_used.update(helpers)
+        return super()._print(expr, **kwargs)
+
+    # --- atoms -----------------------------------------------------------------------
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        return expr.name
+
+    def _print_Integer(self, expr: sp.Integer) -> str:
+        return str(int(expr))
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        return repr(float(expr))
+
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        value = float(expr)
+        if sp.Rational(value) == expr:
+            return repr(value)
+        return f"({expr.p} / {expr.q})"
+
+    def _print_Half(self, expr: sp.Rational) -> str:
+        return "0.5"
+
+    def _print_Exp1(self, expr: sp.Basic) -> str:
+        return "np.e"
+
+    def _print_Pi(self, expr: sp.Basic) -> str:
+        return "np.pi"
+
+    def _print_Attr(self, expr: sp.Basic) -> str:
+        return self.literal(expr.value)
+
+    # --- algebra, spaced as ruff format spaces it --------------------------------------
+
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        terms = self._as_ordered_terms(expr, order=None)
+        text = ""
+        for index, term in enumerate(terms):
+            negative = term.could_extract_minus_sign()
+            body = self.parenthesize(-term if negative else term, PRECEDENCE["Add"], strict=False)
+            if index == 0:
+                text = f"-{body}" if negative else body
+            else:
+                text += f" - {body}" if negative else f" + {body}"
+        return text
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        coeff, factors = expr.as_coeff_mul()
+        sign = ""
+        if coeff < 0:
+            sign, coeff = "-", -coeff
+        numerator: list[sp.Expr] = []
+        denominator: list[sp.Expr] = []
+        if coeff != 1:
+            if isinstance(coeff, sp.Rational) and not coeff.is_Integer and sp.Rational(float(coeff)) != coeff:
+                if coeff.p != 1:
+                    numerator.append(sp.Integer(coeff.p))
+                denominator.append(sp.Integer(coeff.q))
+            else:
+                numerator.append(coeff)
+        for factor in sp.Mul.make_args(sp.Mul(*factors)) if factors else ():
+            if factor.is_Pow and factor.exp.is_Rational and factor.exp.is_negative:
+                denominator.append(sp.Pow(factor.base, -factor.exp) if factor.exp != -1 else factor.base)
+            else:
+                numerator.append(factor)
+        numerator = self._ordered_factors(numerator)
+        top = " * ".join(self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator) or "1"
+        if not denominator:
+            return sign + top
+        if len(denominator) == 1:
+            bottom = self.parenthesize(denominator[0], PRECEDENCE["Mul"], strict=True)
+        else:
+            bottom = "(" + " * ".join(
+                self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in denominator
+            ) + ")"
+        return f"{sign}{top} / {bottom}"
+
+    def _ordered_factors(self, factors: list[sp.Expr]) -> list[sp.Expr]:
+        # numbers first, then SymPy's canonical order: deterministic and easy to read
+        numbers = [f for f in factors if f.is_Number]
+        rest = [f for f in factors if not f.is_Number]
+        return numbers + sorted(rest, key=sp.default_sort_key)
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, exponent = expr.as_base_exp()
+        if exponent.is_Rational and exponent.is_negative:
+            return "1 / " + self.parenthesize(sp.Pow(base, -exponent), PRECEDENCE["Mul"], strict=True)
+        if exponent == sp.S.Half:
+            return self.call("np.sqrt", [base])
+        left = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        right = self.parenthesize(exponent, PRECEDENCE["Pow"], strict=False)
+        if _is_simple_power_operand(base) and _is_simple_power_operand(exponent):
+            return f"{left}**{right}"
+        return f"{left} ** {right}"
+
+    # --- functions -------------------------------------------------------------------
+
+    def _print_Function(self, expr: sp.Function) -> str:
+        name = _FUNCTIONS.get(type(expr))
+        if name is None:
+            raise TypeError(f"no NumPy spelling for {type(expr).__name__}")
+        helper = _HELPER_FUNCTIONS.get(type(expr))
+        if helper:
+            self.helpers_used.add(helper)
+        return self.call(name, expr.args)
+
+    def _print_Relu(self, expr: sp.Function) -> str:
+        return f"np.maximum({self._print(expr.args[0])}, 0)"
+
+    def _print_Softplus(self, expr: sp.Function) -> str:
+        return self.call("np.logaddexp", expr.args, raw_args=["0"])
+
+    def _print_LeakyRelu(self, expr: sp.Function) -> str:
+        x, slope = expr.args
+        return self.call("np.maximum", [x, slope * x])
+
+
+def _is_simple_power_operand(expr: sp.Basic) -> bool:
+    """ruff/black hug `**` when both sides are names, numbers or attribute chains."""
+    if expr.is_Symbol:
+        return True
+    if expr.is_Number:
+        return True
+    if expr.is_Mul:
+        coeff, rest = expr.as_coeff_mul()
+        return coeff == -1 and len(rest) == 1 and _is_simple_power_operand(rest[0])
+    return False
+
+
+def print_expr(expr: sp.Basic, printer: NumpyPrinter | None = None) -> str:
+    return (printer or NumpyPrinter()).doprint(expr)
+
+
+class MathPrinter(StrPrinter):
+    """Expressions as math for comments: `h1*(1 - h1)`, `sigmoid(s1)`, `step(h1)`."""
+
+    _NAMES = {"Abs": "abs", "LeakyRelu": "leaky_relu", "Log1p": "log1p"}
+
+    def _print_Function(self, expr: sp.Function) -> str:
+        name = type(expr).__name__
+        name = self._NAMES.get(name, name.lower())
+        if isinstance(expr, fn.Step):
+            return f"[{self._print(expr.args[0])} > 0]"
+        return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
+
+    def _print_Exp1(self, expr: sp.Basic) -> str:
+        return "e"
+
+
+def math_text(expr: sp.Basic) -> str:
+    return MathPrinter().doprint(expr)

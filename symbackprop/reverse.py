@@ -1,0 +1,117 @@
+"""Reverse mode: one sweep over the graph in reverse topological order.
+
+Each node's adjoint is the sum of the contributions of its consumers (the sum over all
+paths); a tensor op's contributions come from its rule (ops.py), an elementwise node's
+from SymPy's derivative of its expression, with the node's own symbol put back for its
+forward expression so the backward pass reads saved values. Only nodes that lie on a
+path from a `wrt` leaf to the output get adjoints; nothing else is differentiated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .build import Program
+from .ir import Graph, Node, Statement, reduced_axes, symbol
+from .ops import AdjointContext, SumTo, TensorOp
+from .printer import math_text
+
+
+def adjoint_symbol(value: sp.Symbol) -> sp.Symbol:
+    return symbol(f"d_{value.name}")
+
+
+@dataclass
+class Backward:
+    statements: list[Statement]
+    seed: sp.Symbol  # d_<output>, set from grad_output by the emitted code
+    grads: dict[sp.Symbol, sp.Symbol | None]  # wrt leaf -> its adjoint (None: no path)
+
+
+def _active(program: Program) -> set[sp.Symbol]:
+    graph = program.graph
+    needs = set(program.wrt)
+    for node in graph.nodes:
+        if node.kind == "op" and any(operand in needs for operand in node.operands):
+            needs.add(node.symbol)
+    reach = {program.output}
+    for node in reversed(graph.nodes):
+        if node.symbol in reach:
+            reach.update(node.operands)
+    return needs & reach
+
+
+def _elementwise_adjoints(node: Node, d: sp.Symbol, graph: Graph) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
+    result = []
+    for operand in node.operands:
+        local = sp.diff(node.expr, operand).xreplace({node.expr: node.symbol})
+        if local == 0:
+            continue
+        contribution = d * local
+        note = f"dL/d{node.name}" if local == 1 else f"dL/d{node.name} * {math_text(local)}"
+        lead, kept = reduced_axes(graph.type_of(operand).shape, node.type.shape)
+        if lead or kept:
+            contribution = SumTo.make(contribution, attrs=(lead, kept))
+            note = f"sum over broadcast axes of {note}"
+        result.append((operand, (contribution, note)))
+    return result
+
+
+def _tensor_adjoints(node: Node, d: sp.Symbol, graph: Graph) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
+    op: TensorOp = node.expr  # type: ignore[assignment]
+    ctx = AdjointContext(op, node.symbol, d, graph.type_of)
+    return [
+        (operand, contribution)
+        for operand, contribution in zip(op.tensor_args, op.adjoint(ctx), strict=True)
+        if contribution is not None
+    ]
+
+
+def reverse_mode(program: Program) -> Backward:
+    graph = program.graph
+    active = _active(program)
+    seed = adjoint_symbol(program.output)
+    contributions: dict[sp.Symbol, list[tuple[sp.Expr, str]]] = {}
+    statements: list[Statement] = []
+    defined: dict[sp.Symbol, sp.Symbol] = {program.output: seed}
+
+    # a leaf's gradient line goes right after its first consumer's (in forward order)
+    # adjoint has been taken, so that d_W2 sits next to d_s2 rather than at the end
+    last_consumer: dict[sp.Symbol, sp.Symbol] = {}
+    for node in graph.nodes:
+        for operand in node.operands:
+            if graph[operand].kind != "op" and operand in active and node.symbol in active:
+                last_consumer.setdefault(operand, node.symbol)
+    leaves_after: dict[sp.Symbol, list[sp.Symbol]] = {}
+    for leaf, consumer in last_consumer.items():
+        leaves_after.setdefault(consumer, []).append(leaf)
+
+    def settle(value: sp.Symbol) -> None:
+        parts = contributions.pop(value, [])
+        if not parts:
+            return
+        d = adjoint_symbol(value)
+        expr = sp.Add(*(part for part, _ in parts))
+        note = f"dL/d{value.name} = " + " + ".join(text for _, text in parts)
+        node = graph[value]
+        statements.append(Statement(d, expr, node.owner, "backward", note, node.anonymous))
+        defined[value] = d
+
+    for node in reversed(graph.nodes):
+        if node.symbol not in active or node.kind != "op":
+            continue
+        if node.symbol != program.output:
+            settle(node.symbol)
+        d = defined.get(node.symbol)
+        if d is None:
+            continue
+        local = _tensor_adjoints if isinstance(node.expr, TensorOp) else _elementwise_adjoints
+        for operand, contribution in local(node, d, graph):
+            if operand in active:
+                contributions.setdefault(operand, []).append(contribution)
+        for leaf in sorted(leaves_after.get(node.symbol, []), key=lambda s: s.name):
+            settle(leaf)
+    grads = {leaf: defined.get(leaf) for leaf in program.wrt}
+    return Backward(statements, seed, grads)

@@ -1,0 +1,457 @@
+"""Spec text -> a validated, frozen `Spec` in graph form (the layer form is desugared here).
+
+Every name that later becomes a Python identifier in generated code is validated here,
+and every error names the file, line and column, and the field or node it is about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import keyword
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Loc, SpecError
+from .yamlsrc import YNode, key_loc, load_yaml
+
+FLOAT_DTYPES = ("float64", "float32")
+INT_DTYPES = ("int64", "int32")
+INITS = ("zeros", "ones", "normal", "uniform", "glorot_uniform", "he_normal")
+LAYER_ACTIVATIONS = (
+    "identity",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "softplus",
+    "softmax",
+)
+LAYER_LOSSES = ("mse", "softmax_cross_entropy", "binary_cross_entropy_with_logits")
+REDUCTIONS = ("mean", "sum")
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+# Names the generated module itself uses, and the formula language's own words.
+RESERVED = frozenset(
+    {
+        "np",
+        "numpy",
+        "params",
+        "cache",
+        "grads",
+        "grad_output",
+        "seed",
+        "rng",
+        "value_and_grad",
+        "forward",
+        "backward",
+        "predict",
+        "init_params",
+        "out",
+        "self",
+        "float",
+        "int",
+        "dict",
+        "tuple",
+        "str",
+        "object",
+        "range",
+        "len",
+        "print",
+        "type",
+        "sum",
+        "max",
+        "min",
+        "abs",
+        "annotations",
+        "Any",
+        "DTYPE",
+        "WRT",
+        "PARAMS",
+        "INPUTS",
+        "SPEC_NAME",
+    }
+)
+
+TOP_LEVEL_KEYS = (
+    "name",
+    "dtype",
+    "inputs",
+    "params",
+    "layers",
+    "input",
+    "loss",
+    "nodes",
+    "output",
+    "wrt",
+    "predict",
+)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    shape: tuple[int, ...]
+    init: str
+    init_args: tuple[tuple[str, float], ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A named formula. `aliases` map names in the text to graph names (`x` of an activation)."""
+
+    name: str
+    formula: str
+    loc: Loc
+    aliases: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    dtype: str
+    inputs: tuple[InputSpec, ...]
+    params: tuple[ParamSpec, ...]
+    nodes: tuple[NodeSpec, ...]
+    output: str
+    output_loc: Loc
+    wrt: tuple[str, ...]
+    wrt_loc: Loc
+    predict: str | None
+    file_name: str
+    sha256: str
+
+
+def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecError:
+    loc = node if isinstance(node, Loc) else node.loc
+    return SpecError(message, loc, about)
+
+
+def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
+    if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
+        raise _fail(
+            f"{what} {name!r} is not a valid name (letters, digits and _, starting with a letter)",
+            where,
+        )
+    if name in RESERVED or name.startswith(("d_", "t_")):
+        raise _fail(
+            f"{what} {name!r} is reserved (names starting with d_ or t_, and {name!r}, "
+            "are used by the generated code)",
+            where,
+        )
+    return name
+
+
+def _expect_map(node: YNode, what: str) -> dict[str, YNode]:
+    if not node.is_map:
+        raise _fail(f"{what} must be a mapping", node)
+    return node.value
+
+
+def _shape(node: YNode, what: str, symbolic: bool) -> tuple[int | str, ...]:
+    if not node.is_list:
+        raise _fail(f"the shape of {what} must be a list such as [batch, 784]", node)
+    dims: list[int | str] = []
+    for item in node.value:
+        dim = item.value
+        if isinstance(dim, bool) or not isinstance(dim, (int, str)):
+            raise _fail(f"a dim of {what} must be a positive int or a name", item)
+        if isinstance(dim, int):
+            if dim < 1 or dim > 2**40:
+                raise _fail(f"a dim of {what} must be between 1 and 2**40, not {dim}", item)
+        elif not symbolic:
+            raise _fail(f"the shape of {what} must be all ints (params are allocated)", item)
+        else:
+            check_identifier(dim, item, "dim name")
+        dims.append(dim)
+    if len(dims) > 8:
+        raise _fail(f"{what} has more than 8 dims", node)
+    return tuple(dims)
+
+
+def _dtype(node: YNode, allowed: tuple[str, ...], what: str) -> str:
+    if node.value not in allowed:
+        raise _fail(f"{what} must be one of {', '.join(allowed)}, not {node.value!r}", node)
+    return node.value
+
+
+def _inputs(node: YNode | None, dtype: str) -> list[InputSpec]:
+    if node is None:
+        return []
+    result = []
+    for name, value in _expect_map(node, "inputs").items():
+        check_identifier(name, key_loc(value), "input")
+        input_dtype = dtype
+        shape_node = value
+        if value.is_map:
+            fields = value.value
+            _reject_unknown(fields, ("shape", "dtype"), f"input {name}")
+            if "shape" not in fields:
+                raise _fail(f"input {name} needs a shape", value)
+            shape_node = fields["shape"]
+            if "dtype" in fields:
+                input_dtype = _dtype(
+                    fields["dtype"], (dtype, *INT_DTYPES), f"the dtype of input {name}"
+                )
+        result.append(InputSpec(name, _shape(shape_node, f"input {name}", True), input_dtype, value.loc))
+    return result
+
+
+def _reject_unknown(fields: dict[str, YNode], known: tuple[str, ...], what: str) -> None:
+    for key, value in fields.items():
+        if key not in known:
+            raise _fail(f"unknown key {key!r} in {what} (known: {', '.join(known)})", key_loc(value))
+
+
+def _number(node: YNode, what: str) -> float:
+    if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+        raise _fail(f"{what} must be a number", node)
+    value = float(node.value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _fail(f"{what} must be finite", node)
+    return value
+
+
+_INIT_ARGS = {"normal": ("mean", "std"), "uniform": ("low", "high")}
+
+
+def _params(node: YNode | None) -> list[ParamSpec]:
+    if node is None:
+        return []
+    result = []
+    for name, value in _expect_map(node, "params").items():
+        check_identifier(name, key_loc(value), "param")
+        shape_node, init, init_args = value, None, []
+        if value.is_map:
+            fields = value.value
+            extra = _INIT_ARGS.get(fields["init"].value, ()) if "init" in fields else ()
+            _reject_unknown(fields, ("shape", "init", *extra), f"param {name}")
+            if "shape" not in fields:
+                raise _fail(f"param {name} needs a shape", value)
+            shape_node = fields["shape"]
+            if "init" in fields:
+                init = _dtype(fields["init"], INITS, f"the init of param {name}")
+            init_args = [(key, _number(fields[key], f"{key} of param {name}")) for key in extra if key in fields]
+        shape = _shape(shape_node, f"param {name}", False)
+        if init is None:
+            init = "zeros" if len(shape) <= 1 else "glorot_uniform"
+        result.append(ParamSpec(name, shape, init, tuple(init_args), value.loc))  # type: ignore[arg-type]
+    return result
+
+
+def _formula_text(node: YNode, what: str) -> str:
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _fail(f"{what} must be a formula (a string)", node)
+    return str(value)
+
+
+def _formula_loc(node: YNode) -> Loc:
+    """Where the formula's first character is (one past a quote)."""
+    return node.loc.shifted(1) if node.quoted else node.loc
+
+
+def _nodes(node: YNode | None, aliases: tuple[tuple[str, str], ...]) -> list[NodeSpec]:
+    if node is None:
+        return []
+    result = []
+    for name, value in _expect_map(node, "nodes").items():
+        check_identifier(name, key_loc(value), "node")
+        result.append(NodeSpec(name, _formula_text(value, f"node {name}"), _formula_loc(value), aliases))
+    return result
+
+
+@dataclass(frozen=True)
+class _Desugared:
+    params: list[ParamSpec]
+    nodes: list[NodeSpec]
+    last: str
+    loss: str | None
+
+
+def _layers(fields: dict[str, YNode], inputs: list[InputSpec], root: YNode) -> _Desugared:
+    """The layer form as the graph form: `s{i} = h{i-1} @ W{i} + b{i}`, `h{i} = act(s{i})`."""
+    layers_node = fields["layers"]
+    if not layers_node.is_list or not layers_node.value:
+        raise _fail("layers must be a non-empty list", layers_node)
+    if "input" in fields:
+        source = fields["input"].value
+        matches = [spec for spec in inputs if spec.name == source]
+        if not matches:
+            raise _fail(f"input {source!r} of the layers is not an input", fields["input"])
+        source_input = matches[0]
+    elif inputs:
+        source_input = inputs[0]
+    else:
+        raise _fail("the layers need an input", layers_node)
+    if source_input.dtype not in FLOAT_DTYPES or not source_input.shape:
+        raise _fail(f"the layers' input {source_input.name} must be a float tensor", source_input.loc)
+    width = source_input.shape[-1]
+    if not isinstance(width, int):
+        raise _fail(
+            f"the last dim of the layers' input {source_input.name} must be an int, not {width!r}",
+            source_input.loc,
+        )
+    params: list[ParamSpec] = []
+    nodes: list[NodeSpec] = []
+    current = source_input.name
+    for index, layer in enumerate(layers_node.value, start=1):
+        layer_fields = _expect_map(layer, f"layer {index}")
+        _reject_unknown(layer_fields, ("dense", "activation", "bias"), f"layer {index}")
+        if "dense" not in layer_fields:
+            raise _fail(f"layer {index} needs `dense: <units>`", layer)
+        units = layer_fields["dense"].value
+        if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 2**31:
+            raise _fail(f"dense of layer {index} must be a positive int", layer_fields["dense"])
+        bias = layer_fields["bias"].value if "bias" in layer_fields else True
+        if not isinstance(bias, bool):
+            raise _fail(f"bias of layer {index} must be true or false", layer_fields["bias"])
+        weight, offset = f"W{index}", f"b{index}"
+        params.append(ParamSpec(weight, (width, units), "glorot_uniform", (), layer.loc))
+        formula = f"{current} @ {weight}"
+        if bias:
+            params.append(ParamSpec(offset, (units,), "zeros", (), layer.loc))
+            formula += f" + {offset}"
+        nodes.append(NodeSpec(f"s{index}", formula, layer.loc))
+        current = f"s{index}"
+        if "activation" in layer_fields:
+            activation = layer_fields["activation"]
+            text = _formula_text(activation, f"activation of layer {index}")
+            if text != "identity":
+                if text in LAYER_ACTIVATIONS:
+                    text, loc = f"{text}(x)", activation.loc
+                else:
+                    loc = _formula_loc(activation)
+                nodes.append(NodeSpec(f"h{index}", text, loc, (("x", current),)))
+                current = f"h{index}"
+        width = units
+    loss_name = None
+    if "loss" in fields:
+        loss_name = "loss"
+        nodes.append(_layer_loss(fields["loss"], current, inputs))
+    return _Desugared(params, nodes, current, loss_name)
+
+
+def _layer_loss(node: YNode, last: str, inputs: list[InputSpec]) -> NodeSpec:
+    fields = _expect_map(node, "loss")
+    kinds = [key for key in fields if key in LAYER_LOSSES]
+    _reject_unknown(fields, (*LAYER_LOSSES, "reduction"), "loss")
+    if len(kinds) != 1:
+        raise _fail(f"loss must name one of {', '.join(LAYER_LOSSES)}", node)
+    kind = kinds[0]
+    target = fields[kind]
+    if target.value not in {spec.name for spec in inputs}:
+        raise _fail(f"the target {target.value!r} of the loss is not an input", target)
+    reduction = "mean"
+    if "reduction" in fields:
+        reduction = _dtype(fields["reduction"], REDUCTIONS, "reduction")
+    return NodeSpec("loss", f'{kind}({last}, {target.value}, reduction="{reduction}")', target.loc)
+
+
+def parse_spec(text: str, file: str) -> Spec:
+    """Validate spec text; `file` is the name used in messages and in the generated header."""
+    root = load_yaml(text, file)
+    fields = _expect_map(root, "the spec")
+    _reject_unknown(fields, TOP_LEVEL_KEYS, "the spec")
+    if "name" not in fields:
+        raise _fail("the spec needs a `name` (the module name)", root)
+    name = check_identifier(fields["name"].value, fields["name"], "spec name")
+    dtype = _dtype(fields["dtype"], FLOAT_DTYPES, "dtype") if "dtype" in fields else "float64"
+    inputs = _inputs(fields.get("inputs"), dtype)
+    params = _params(fields.get("params"))
+    nodes: list[NodeSpec] = []
+    output = None
+    output_loc = root.loc
+    predict = None
+    if "layers" in fields:
+        layered = _layers(fields, inputs, root)
+        params = layered.params + params
+        nodes = layered.nodes
+        output, predict = layered.loss, layered.last
+        aliases: tuple[tuple[str, str], ...] = (("out", layered.last),)
+    else:
+        for key in ("input", "loss"):
+            if key in fields:
+                raise _fail(f"`{key}` belongs to the layer form: add `layers`", key_loc(fields[key]))
+        aliases = ()
+    nodes += _nodes(fields.get("nodes"), aliases)
+    if "output" in fields:
+        output = fields["output"].value
+        output_loc = fields["output"].loc
+        if not isinstance(output, str):
+            raise _fail("output must name a node", fields["output"])
+        if output == "out" and "layers" in fields:
+            output = predict
+    if output is None:
+        if not nodes:
+            raise _fail("the spec has no nodes, layers or loss to compute", root)
+        output = nodes[-1].name
+    if "predict" in fields:
+        predict = fields["predict"].value
+        if not isinstance(predict, str):
+            raise _fail("predict must name a node", fields["predict"])
+    _check_unique(inputs, params, nodes)
+    wrt, wrt_loc = _wrt(fields.get("wrt"), params, root)
+    return Spec(
+        name=name,
+        dtype=dtype,
+        inputs=tuple(inputs),
+        params=tuple(params),
+        nodes=tuple(nodes),
+        output=output,
+        output_loc=output_loc,
+        wrt=wrt,
+        wrt_loc=wrt_loc,
+        predict=predict,
+        file_name=Path(file).name,
+        sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+    )
+
+
+def _check_unique(inputs: list[InputSpec], params: list[ParamSpec], nodes: list[NodeSpec]) -> None:
+    seen: dict[str, str] = {}
+    for kind, items in (("input", inputs), ("param", params), ("node", nodes)):
+        for item in items:
+            if item.name in seen:
+                raise SpecError(f"{kind} {item.name!r} has the same name as a {seen[item.name]}", item.loc)
+            seen[item.name] = kind
+
+
+def _wrt(node: YNode | None, params: list[ParamSpec], root: YNode) -> tuple[tuple[str, ...], Loc]:
+    if node is None:
+        if not params:
+            raise _fail("the spec has no params: list what to differentiate in `wrt`", root)
+        return tuple(spec.name for spec in params), root.loc
+    items = node.value if node.is_list else [node]
+    names = []
+    for item in items:
+        if not isinstance(item.value, str):
+            raise _fail("wrt must list names of inputs or params", item)
+        if item.value in names:
+            raise _fail(f"{item.value!r} is listed twice in wrt", item)
+        names.append(item.value)
+    if not names:
+        raise _fail("wrt is empty: list what to differentiate", node)
+    return tuple(names), node.loc
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SpecError(f"cannot read spec: {err.strerror}", Loc(path.name, 1, 1)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"the spec is not UTF-8 text ({err.reason})", Loc(str(path), 1, 1)) from None
+    return parse_spec(text, str(path))

@@ -1,0 +1,123 @@
+"""YAML text -> a tree of located values, so every later error can name file, line and column.
+
+PyYAML only composes the node tree here; scalars are built by its *safe* constructor, so a
+tag that would construct a Python object (`!!python/object/apply:os.system`) is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .errors import Loc, SpecError
+
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+MAX_BYTES = 4_000_000
+
+_STANDARD_TAGS = {
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:omap",
+}
+
+
+@dataclass(frozen=True)
+class YNode:
+    """A YAML value with where it was written. `value` is a dict, a list or a scalar."""
+
+    value: Any
+    loc: Loc
+    quoted: bool = False
+
+    @property
+    def is_map(self) -> bool:
+        return isinstance(self.value, dict)
+
+    @property
+    def is_list(self) -> bool:
+        return isinstance(self.value, list)
+
+    def plain(self) -> Any:
+        """The value with locations stripped (for small scalar-ish values)."""
+        if isinstance(self.value, dict):
+            return {k: v.plain() for k, v in self.value.items()}
+        if isinstance(self.value, list):
+            return [v.plain() for v in self.value]
+        return self.value
+
+
+def _loc(mark: yaml.Mark, file: str) -> Loc:
+    return Loc(file, mark.line + 1, mark.column + 1)
+
+
+class _Converter:
+    def __init__(self, file: str):
+        self.file = file
+        self.count = 0
+        self.constructor = yaml.SafeLoader("")
+
+    def convert(self, node: yaml.Node, depth: int) -> YNode:
+        loc = _loc(node.start_mark, self.file)
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise SpecError(f"the spec has more than {MAX_NODES} YAML values (alias bomb?)", loc)
+        if depth > MAX_DEPTH:
+            raise SpecError(f"the spec nests deeper than {MAX_DEPTH} levels", loc)
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                value = self.constructor.construct_object(node, deep=True)
+            except yaml.constructor.ConstructorError as err:
+                raise SpecError(f"YAML tag {node.tag!r} is not allowed in a spec", loc) from err
+            except (ValueError, OverflowError) as err:
+                raise SpecError(f"bad YAML scalar: {err}", loc) from err
+            return YNode(value, loc, quoted=node.style in ("'", '"'))
+        if node.tag not in _STANDARD_TAGS:
+            raise SpecError(f"YAML tag {node.tag!r} is not allowed in a spec", loc)
+        if isinstance(node, yaml.SequenceNode):
+            return YNode([self.convert(item, depth + 1) for item in node.value], loc)
+        mapping: dict[Any, YNode] = {}
+        for key_node, value_node in node.value:
+            key = self.convert(key_node, depth + 1)
+            if not isinstance(key.value, (str, int, float, bool)) or key.value is None:
+                raise SpecError("a mapping key must be a plain name", key.loc)
+            if key.value in mapping:
+                raise SpecError(f"duplicate key {key.value!r}", key.loc)
+            value = self.convert(value_node, depth + 1)
+            mapping[key.value] = _Keyed(value.value, value.loc, value.quoted, key.loc)
+        return YNode(mapping, loc)
+
+
+@dataclass(frozen=True)
+class _Keyed(YNode):
+    """A mapping value that also remembers where its key was written."""
+
+    key_loc: Loc | None = None
+
+
+def key_loc(node: YNode) -> Loc:
+    """Where the key of a mapping value was written (its own place if it has none)."""
+    return getattr(node, "key_loc", None) or node.loc
+
+
+def load_yaml(text: str, file: str) -> YNode:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise SpecError(f"the spec is larger than {MAX_BYTES} bytes", Loc(file, 1, 1))
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        loc = _loc(mark, file) if mark else Loc(file, 1, 1)
+        raise SpecError(f"malformed YAML: {err.problem or err}", loc) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"malformed YAML: {err}", Loc(file, 1, 1)) from None
+    except RecursionError:
+        raise SpecError("the spec nests too deeply", Loc(file, 1, 1)) from None
+    if root is None:
+        raise SpecError("the spec is empty", Loc(file, 1, 1))
+    try:
+        return _Converter(file).convert(root, 0)
+    except RecursionError:
+        raise SpecError("the spec nests too deeply", Loc(file, 1, 1)) from None
