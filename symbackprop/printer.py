@@ -116,7 +116,8 @@ class NumpyPrinter(StrPrinter):
     # --- algebra, spaced as ruff format spaces it --------------------------------------
 
     def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
-        terms = self._as_ordered_terms(expr, order=None)
+        # products of matrices first (`x @ W1 + b1`), then SymPy's canonical order
+        terms = sorted(self._as_ordered_terms(expr, order=None), key=lambda t: not _has_matmul(t))
         text = ""
         for index, term in enumerate(terms):
             negative = term.could_extract_minus_sign()
@@ -196,6 +197,10 @@ class NumpyPrinter(StrPrinter):
     def _print_LeakyRelu(self, expr: sp.Function) -> str:
         x, slope = expr.args
         return self.call("np.maximum", [x, slope * x])
+
+
+def _has_matmul(term: sp.Basic) -> bool:
+    return type(term).__name__ == "MatMul" or (term.is_Mul and any(type(f).__name__ == "MatMul" for f in term.args))
 
 
 def _is_simple_power_operand(expr: sp.Basic) -> bool:

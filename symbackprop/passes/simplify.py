@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 
@@ -24,14 +25,24 @@ def symbol_uses(exprs: Iterable[sp.Expr]) -> Counter[sp.Symbol]:
 def copy_propagation(statements: list[Statement], keep: set[sp.Symbol]) -> list[Statement]:
     """`d_t = d_s` lines vanish: later lines read `d_s` directly (unless `d_t` is a result)."""
     renames: dict[sp.Symbol, sp.Expr] = {}
+    note_renames: dict[str, str] = {}
     result = []
     for statement in statements:
         expr = statement.expr.xreplace(renames) if renames else statement.expr
         if isinstance(expr, sp.Symbol) and statement.target not in keep:
             renames[statement.target] = expr
+            note_renames[statement.target.name[2:]] = expr.name[2:]
             continue
-        result.append(_with_expr(statement, expr))
+        note = _rename_in_note(statement.note, note_renames)
+        result.append(Statement(statement.target, expr, statement.owner, statement.phase, note, statement.anonymous))
     return result
+
+
+def _rename_in_note(note: str, renames: dict[str, str]) -> str:
+    """Notes speak of dL/d<value>; after a copy is dropped they speak of its source."""
+    if not renames or "dL/d" not in note:
+        return note
+    return re.sub(r"dL/d(\w+)", lambda m: "dL/d" + renames.get(m.group(1), m.group(1)), note)
 
 
 def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
@@ -41,12 +52,20 @@ def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
 def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
     """Backward lines that only need a value's shape read it from an input or a param of
     the same shape where one exists, so the value itself need not be kept for backward."""
+    shape_only = (ShapeOf, Count, OneHot)
+    read: set[sp.Basic] = set()
+    for statement in statements:
+        blanked = statement.expr.replace(lambda e: isinstance(e, shape_only), lambda e: sp.S.Zero)
+        read |= blanked.free_symbols
+    # values the backward pass reads anyway come first, then leaves, then named values
+    candidates = [node for node in graph.nodes if node.symbol in read]
+    candidates += [node for node in graph.nodes if node.kind != "op"]
+    candidates += [node for node in graph.nodes if node.kind == "op" and not node.anonymous]
     donors: dict[tuple[tuple[object, ...], bool], sp.Symbol] = {}
-    for node in graph.nodes:
-        if node.kind != "op" or not node.anonymous:
-            donors.setdefault((node.type.shape, False), node.symbol)
-            if node.type.is_float:
-                donors.setdefault((node.type.shape, True), node.symbol)
+    for node in candidates:
+        donors.setdefault((node.type.shape, False), node.symbol)
+        if node.type.is_float:
+            donors.setdefault((node.type.shape, True), node.symbol)
 
     def donor(value: sp.Symbol, need_float: bool) -> sp.Symbol:
         return donors.get((graph.type_of(value).shape, need_float), value) if value in graph.by_symbol else value
