@@ -52,7 +52,18 @@ def forward(
     z: npt.ArrayLike,
     w: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The forward pass: the value of `m`, and the cache `backward` reads."""
+    """The forward pass: the value of `m`, and the cache `backward` reads.
+
+    Args:
+        params: an empty dict (this spec has no params).
+        x: [], float64.
+        y: [], float64.
+        z: [], float64.
+        w: [], float64.
+
+    Returns:
+        m, a float64 scalar, and the cache (a dict of saved arrays).
+    """
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=DTYPE)
     z = np.asarray(z, dtype=DTYPE)
@@ -73,7 +84,19 @@ def backward(
     cache: dict[str, Any],
     grad_output: npt.ArrayLike = 1.0,
 ) -> dict[str, np.ndarray]:
-    """The backward pass: dm/d(each of WRT), times `grad_output`."""
+    """The backward pass: dm/d(each of WRT), times `grad_output`.
+
+    Args:
+        cache: what `forward` returned beside the value.
+        grad_output: dL/dm, a scalar; 1.0 gives the gradients of m.
+
+    Returns:
+        A dict of float64 gradients, keyed and shaped like the values in WRT:
+            x: []
+            y: []
+            z: []
+            w: []
+    """
     z = cache["z"]
     w = cache["w"]
     q = cache["q"]
@@ -107,6 +130,17 @@ def value_and_grad(
     z: npt.ArrayLike,
     w: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`m` and its gradients with respect to WRT, in one call."""
+    """`m` and its gradients with respect to WRT, in one call.
+
+    Args:
+        params: an empty dict (this spec has no params).
+        x: [], float64.
+        y: [], float64.
+        z: [], float64.
+        w: [], float64.
+
+    Returns:
+        m, a float64 scalar, and the dict of gradients `backward` returns.
+    """
     m, cache = forward(params, x, y, z, w)
     return m, backward(cache)

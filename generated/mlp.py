@@ -90,7 +90,20 @@ def forward(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The forward pass: the value of `loss`, and the cache `backward` reads."""
+    """The forward pass: the value of `loss`, and the cache `backward` reads.
+
+    Args:
+        params: a dict of float32 arrays, as `init_params` returns:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 10]
+            b2: [10]
+        x: [batch, 784], float32.
+        y: [batch], int64.
+
+    Returns:
+        loss, a float32 scalar, and the cache (a dict of saved arrays).
+    """
     W1 = np.asarray(params["W1"], dtype=DTYPE)
     b1 = np.asarray(params["b1"], dtype=DTYPE)
     W2 = np.asarray(params["W2"], dtype=DTYPE)
@@ -116,7 +129,19 @@ def backward(
     cache: dict[str, Any],
     grad_output: npt.ArrayLike = 1.0,
 ) -> dict[str, np.ndarray]:
-    """The backward pass: dloss/d(each of WRT), times `grad_output`."""
+    """The backward pass: dloss/d(each of WRT), times `grad_output`.
+
+    Args:
+        cache: what `forward` returned beside the value.
+        grad_output: dL/dloss, a scalar; 1.0 gives the gradients of loss.
+
+    Returns:
+        A dict of float32 gradients, keyed and shaped like the values in WRT:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 10]
+            b2: [10]
+    """
     x = cache["x"]
     y = cache["y"]
     W2 = cache["W2"]
@@ -134,7 +159,7 @@ def backward(
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
     # dL/ds1 = dL/dh1 * [h1 > 0]
-    d_s1 = d_h1 * np.heaviside(h1, 0)
+    d_s1 = d_h1 * (h1 > 0)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.sum(d_s1, axis=0)
     # dL/dW1 = x^T @ dL/ds1
@@ -152,7 +177,20 @@ def value_and_grad(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`loss` and its gradients with respect to WRT, in one call."""
+    """`loss` and its gradients with respect to WRT, in one call.
+
+    Args:
+        params: a dict of float32 arrays, as `init_params` returns:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 10]
+            b2: [10]
+        x: [batch, 784], float32.
+        y: [batch], int64.
+
+    Returns:
+        loss, a float32 scalar, and the dict of gradients `backward` returns.
+    """
     loss, cache = forward(params, x, y)
     return loss, backward(cache)
 
@@ -161,7 +199,19 @@ def predict(
     params: dict[str, np.ndarray],
     x: npt.ArrayLike,
 ) -> np.ndarray:
-    """`s2`, the network's output before any loss."""
+    """`s2`, the network's output before any loss.
+
+    Args:
+        params: a dict of float32 arrays, as `init_params` returns:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 10]
+            b2: [10]
+        x: [batch, 784], float32.
+
+    Returns:
+        s2: [batch, 10], float32.
+    """
     W1 = np.asarray(params["W1"], dtype=DTYPE)
     b1 = np.asarray(params["b1"], dtype=DTYPE)
     W2 = np.asarray(params["W2"], dtype=DTYPE)

@@ -98,7 +98,22 @@ def forward(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The forward pass: the value of `loss`, and the cache `backward` reads."""
+    """The forward pass: the value of `loss`, and the cache `backward` reads.
+
+    Args:
+        params: a dict of float32 arrays, as `init_params` returns:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 256]
+            b2: [256]
+            W3: [256, 10]
+            b3: [10]
+        x: [batch, 784], float32.
+        y: [batch], int64.
+
+    Returns:
+        loss, a float32 scalar, and the cache (a dict of saved arrays).
+    """
     W1 = np.asarray(params["W1"], dtype=DTYPE)
     b1 = np.asarray(params["b1"], dtype=DTYPE)
     W2 = np.asarray(params["W2"], dtype=DTYPE)
@@ -130,7 +145,21 @@ def backward(
     cache: dict[str, Any],
     grad_output: npt.ArrayLike = 1.0,
 ) -> dict[str, np.ndarray]:
-    """The backward pass: dloss/d(each of WRT), times `grad_output`."""
+    """The backward pass: dloss/d(each of WRT), times `grad_output`.
+
+    Args:
+        cache: what `forward` returned beside the value.
+        grad_output: dL/dloss, a scalar; 1.0 gives the gradients of loss.
+
+    Returns:
+        A dict of float32 gradients, keyed and shaped like the values in WRT:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 256]
+            b2: [256]
+            W3: [256, 10]
+            b3: [10]
+    """
     x = cache["x"]
     y = cache["y"]
     W2 = cache["W2"]
@@ -150,7 +179,7 @@ def backward(
     # dL/dh2 = dL/ds3 @ W3^T
     d_h2 = d_s3 @ W3.T
     # dL/ds2 = dL/dh2 * [h2 > 0]
-    d_s2 = d_h2 * np.heaviside(h2, 0)
+    d_s2 = d_h2 * (h2 > 0)
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = np.sum(d_s2, axis=0)
     # dL/dW2 = h1^T @ dL/ds2
@@ -158,7 +187,7 @@ def backward(
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
     # dL/ds1 = dL/dh1 * [h1 > 0]
-    d_s1 = d_h1 * np.heaviside(h1, 0)
+    d_s1 = d_h1 * (h1 > 0)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.sum(d_s1, axis=0)
     # dL/dW1 = x^T @ dL/ds1
@@ -178,7 +207,22 @@ def value_and_grad(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`loss` and its gradients with respect to WRT, in one call."""
+    """`loss` and its gradients with respect to WRT, in one call.
+
+    Args:
+        params: a dict of float32 arrays, as `init_params` returns:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 256]
+            b2: [256]
+            W3: [256, 10]
+            b3: [10]
+        x: [batch, 784], float32.
+        y: [batch], int64.
+
+    Returns:
+        loss, a float32 scalar, and the dict of gradients `backward` returns.
+    """
     loss, cache = forward(params, x, y)
     return loss, backward(cache)
 
@@ -187,7 +231,21 @@ def predict(
     params: dict[str, np.ndarray],
     x: npt.ArrayLike,
 ) -> np.ndarray:
-    """`s3`, the network's output before any loss."""
+    """`s3`, the network's output before any loss.
+
+    Args:
+        params: a dict of float32 arrays, as `init_params` returns:
+            W1: [784, 256]
+            b1: [256]
+            W2: [256, 256]
+            b2: [256]
+            W3: [256, 10]
+            b3: [10]
+        x: [batch, 784], float32.
+
+    Returns:
+        s3: [batch, 10], float32.
+    """
     W1 = np.asarray(params["W1"], dtype=DTYPE)
     b1 = np.asarray(params["b1"], dtype=DTYPE)
     W2 = np.asarray(params["W2"], dtype=DTYPE)

@@ -44,7 +44,16 @@ def forward(
     a: npt.ArrayLike,
     b: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The forward pass: the value of `e`, and the cache `backward` reads."""
+    """The forward pass: the value of `e`, and the cache `backward` reads.
+
+    Args:
+        params: an empty dict (this spec has no params).
+        a: [], float64.
+        b: [], float64.
+
+    Returns:
+        e, a float64 scalar, and the cache (a dict of saved arrays).
+    """
     a = np.asarray(a, dtype=DTYPE)
     b = np.asarray(b, dtype=DTYPE)
     c = a + b
@@ -61,7 +70,17 @@ def backward(
     cache: dict[str, Any],
     grad_output: npt.ArrayLike = 1.0,
 ) -> dict[str, np.ndarray]:
-    """The backward pass: de/d(each of WRT), times `grad_output`."""
+    """The backward pass: de/d(each of WRT), times `grad_output`.
+
+    Args:
+        cache: what `forward` returned beside the value.
+        grad_output: dL/de, a scalar; 1.0 gives the gradients of e.
+
+    Returns:
+        A dict of float64 gradients, keyed and shaped like the values in WRT:
+            a: []
+            b: []
+    """
     c = cache["c"]
     d = cache["d"]
     d_e = np.asarray(grad_output, dtype=DTYPE)
@@ -84,6 +103,15 @@ def value_and_grad(
     a: npt.ArrayLike,
     b: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`e` and its gradients with respect to WRT, in one call."""
+    """`e` and its gradients with respect to WRT, in one call.
+
+    Args:
+        params: an empty dict (this spec has no params).
+        a: [], float64.
+        b: [], float64.
+
+    Returns:
+        e, a float64 scalar, and the dict of gradients `backward` returns.
+    """
     e, cache = forward(params, a, b)
     return e, backward(cache)

@@ -98,7 +98,22 @@ def forward(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The forward pass: the value of `loss`, and the cache `backward` reads."""
+    """The forward pass: the value of `loss`, and the cache `backward` reads.
+
+    Args:
+        params: a dict of float64 arrays, as `init_params` returns:
+            W1: [4, 16]
+            b1: [16]
+            W2: [16, 16]
+            b2: [16]
+            W3: [16, 3]
+            b3: [3]
+        x: [batch, 4], float64.
+        y: [batch], int64.
+
+    Returns:
+        loss, a float64 scalar, and the cache (a dict of saved arrays).
+    """
     W1 = np.asarray(params["W1"], dtype=DTYPE)
     b1 = np.asarray(params["b1"], dtype=DTYPE)
     W2 = np.asarray(params["W2"], dtype=DTYPE)
@@ -130,7 +145,21 @@ def backward(
     cache: dict[str, Any],
     grad_output: npt.ArrayLike = 1.0,
 ) -> dict[str, np.ndarray]:
-    """The backward pass: dloss/d(each of WRT), times `grad_output`."""
+    """The backward pass: dloss/d(each of WRT), times `grad_output`.
+
+    Args:
+        cache: what `forward` returned beside the value.
+        grad_output: dL/dloss, a scalar; 1.0 gives the gradients of loss.
+
+    Returns:
+        A dict of float64 gradients, keyed and shaped like the values in WRT:
+            W1: [4, 16]
+            b1: [16]
+            W2: [16, 16]
+            b2: [16]
+            W3: [16, 3]
+            b3: [3]
+    """
     x = cache["x"]
     y = cache["y"]
     W2 = cache["W2"]
@@ -178,7 +207,22 @@ def value_and_grad(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`loss` and its gradients with respect to WRT, in one call."""
+    """`loss` and its gradients with respect to WRT, in one call.
+
+    Args:
+        params: a dict of float64 arrays, as `init_params` returns:
+            W1: [4, 16]
+            b1: [16]
+            W2: [16, 16]
+            b2: [16]
+            W3: [16, 3]
+            b3: [3]
+        x: [batch, 4], float64.
+        y: [batch], int64.
+
+    Returns:
+        loss, a float64 scalar, and the dict of gradients `backward` returns.
+    """
     loss, cache = forward(params, x, y)
     return loss, backward(cache)
 
@@ -187,7 +231,21 @@ def predict(
     params: dict[str, np.ndarray],
     x: npt.ArrayLike,
 ) -> np.ndarray:
-    """`s3`, the network's output before any loss."""
+    """`s3`, the network's output before any loss.
+
+    Args:
+        params: a dict of float64 arrays, as `init_params` returns:
+            W1: [4, 16]
+            b1: [16]
+            W2: [16, 16]
+            b2: [16]
+            W3: [16, 3]
+            b3: [3]
+        x: [batch, 4], float64.
+
+    Returns:
+        s3: [batch, 3], float64.
+    """
     W1 = np.asarray(params["W1"], dtype=DTYPE)
     b1 = np.asarray(params["b1"], dtype=DTYPE)
     W2 = np.asarray(params["W2"], dtype=DTYPE)

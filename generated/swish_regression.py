@@ -84,7 +84,20 @@ def forward(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The forward pass: the value of `loss`, and the cache `backward` reads."""
+    """The forward pass: the value of `loss`, and the cache `backward` reads.
+
+    Args:
+        params: a dict of float64 arrays, as `init_params` returns:
+            W1: [4, 8]
+            b1: [8]
+            W2: [8, 1]
+            b2: [1]
+        x: [batch, 4], float64.
+        y: [batch, 1], float64.
+
+    Returns:
+        loss, a float64 scalar, and the cache (a dict of saved arrays).
+    """
     W1 = np.asarray(params["W1"], dtype=DTYPE)
     b1 = np.asarray(params["b1"], dtype=DTYPE)
     W2 = np.asarray(params["W2"], dtype=DTYPE)
@@ -112,7 +125,19 @@ def backward(
     cache: dict[str, Any],
     grad_output: npt.ArrayLike = 1.0,
 ) -> dict[str, np.ndarray]:
-    """The backward pass: dloss/d(each of WRT), times `grad_output`."""
+    """The backward pass: dloss/d(each of WRT), times `grad_output`.
+
+    Args:
+        cache: what `forward` returned beside the value.
+        grad_output: dL/dloss, a scalar; 1.0 gives the gradients of loss.
+
+    Returns:
+        A dict of float64 gradients, keyed and shaped like the values in WRT:
+            W1: [4, 8]
+            b1: [8]
+            W2: [8, 1]
+            b2: [1]
+    """
     x = cache["x"]
     y = cache["y"]
     W2 = cache["W2"]
@@ -149,6 +174,19 @@ def value_and_grad(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """`loss` and its gradients with respect to WRT, in one call."""
+    """`loss` and its gradients with respect to WRT, in one call.
+
+    Args:
+        params: a dict of float64 arrays, as `init_params` returns:
+            W1: [4, 8]
+            b1: [8]
+            W2: [8, 1]
+            b2: [1]
+        x: [batch, 4], float64.
+        y: [batch, 1], float64.
+
+    Returns:
+        loss, a float64 scalar, and the dict of gradients `backward` returns.
+    """
     loss, cache = forward(params, x, y)
     return loss, backward(cache)

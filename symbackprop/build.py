@@ -276,7 +276,8 @@ class Builder:
 
     def add_op(self, owner: str, expr: sp.Expr, type_: TensorType, loc: Loc, anonymous: bool) -> Node:
         sym = symbol(self.fresh_name(owner))
-        operands = tuple(s for s in self.graph.by_symbol if s in expr.free_symbols)
+        free = [s for s in expr.free_symbols if s in self.graph.by_symbol]
+        operands = tuple(sorted(free, key=lambda s: self.graph[s].index))  # type: ignore[index]
         return self.graph.add(Node(sym, type_, "op", owner, expr, operands, anonymous, loc))
 
     def build(self) -> Program:

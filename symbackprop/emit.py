@@ -165,19 +165,29 @@ def render(optimized: Optimized) -> str:
     forward_reads = _used_names(optimized.forward) | set(saved) | {spec.output}
     forward_block = Block(setup(forward_reads - forward_names), forward_lines)
 
+    input_docs = [
+        {
+            "name": item.name,
+            "shape_text": _shape_text(item.shape),
+            "shape_literal": _shape_literal(item.shape) if item.shape else "()",
+            "dtype": item.dtype,
+        }
+        for item in spec.inputs
+    ]
     predict = None
     if program.predict is not None:
         wanted = passes_closure(optimized.forward, program.predict)
         predict_lines = [line for line in forward_lines if line.target in wanted]
         reads = _used_names([s for s in optimized.forward if s.target.name in wanted]) | {program.predict.name}
         inputs = [item.name for item in spec.inputs if item.name in reads]
-        predict = {
-            "setup": setup(reads - forward_names),
-            "lines": predict_lines,
-            "inputs": inputs,
-            "target": program.predict.name,
-        }
-        predict = _PredictBlock(**predict)
+        predict = _PredictBlock(
+            setup=setup(reads - forward_names),
+            lines=predict_lines,
+            inputs=inputs,
+            input_docs=[item for item in input_docs if item["name"] in inputs],
+            target=program.predict.name,
+            shape_text=_shape_text(graph.type_of(program.predict).shape),
+        )
 
     helpers = set(printer.helpers_used)
     inits = {param.init for param in spec.params}
@@ -201,15 +211,8 @@ def render(optimized: Optimized) -> str:
             }
             for param in spec.params
         ],
-        "inputs": [
-            {
-                "name": item.name,
-                "shape_text": _shape_text(item.shape),
-                "shape_literal": _shape_literal(item.shape) if item.shape else "()",
-                "dtype": item.dtype,
-            }
-            for item in spec.inputs
-        ],
+        "inputs": input_docs,
+        "grad_docs": [f"{leaf.name}: {_shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt],
         "helpers": sorted(helpers),
         "forward": forward_block,
         "saved": saved,
@@ -217,7 +220,7 @@ def render(optimized: Optimized) -> str:
         "seed_used": seed_used,
         "backward": backward_lines,
         "grads": grads,
-        "output": spec.output if spec.output in forward_names or True else spec.output,
+        "output": spec.output,
         "predict": predict,
     }
     return _environment().get_template("module.py.j2").render(**model)
@@ -228,7 +231,9 @@ class _PredictBlock:
     setup: list[Line]
     lines: list[Line]
     inputs: list[str]
+    input_docs: list[dict[str, str]]
     target: str
+    shape_text: str
 
 
 def passes_closure(statements: list[Statement], root: sp.Symbol) -> set[str]:

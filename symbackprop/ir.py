@@ -88,6 +88,7 @@ class Node:
     anonymous: bool = False
     loc: Loc | None = None
     formula: str = ""
+    index: int = -1  # position in the graph, set by Graph.add
 
     @property
     def name(self) -> str:
@@ -100,6 +101,7 @@ class Graph:
     by_symbol: dict[sp.Symbol, Node] = field(default_factory=dict)
 
     def add(self, node: Node) -> Node:
+        node.index = len(self.nodes)
         self.nodes.append(node)
         self.by_symbol[node.symbol] = node
         return node

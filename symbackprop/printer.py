@@ -148,7 +148,17 @@ class NumpyPrinter(StrPrinter):
             else:
                 numerator.append(factor)
         numerator = self._ordered_factors(numerator)
-        top = " * ".join(self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator) or "1"
+        masks = [f for f in numerator if _is_mask(f)]
+        if masks and any(not f.is_Number and not _is_mask(f) for f in numerator):
+            # `d * (h > 0)`: a boolean mask after a float array keeps the array's dtype and
+            # costs less than np.heaviside; without an array before it, it would not be
+            # safe (-bool raises, 0.5 * bool is float64)
+            numerator = [f for f in numerator if not _is_mask(f)]
+            parts = [self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator]
+            parts += [f"({self._print(mask.args[0])} > 0)" for mask in masks]
+        else:
+            parts = [self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator]
+        top = " * ".join(parts) or "1"
         if not denominator:
             return sign + top
         if len(denominator) == 1:
@@ -197,6 +207,11 @@ class NumpyPrinter(StrPrinter):
     def _print_LeakyRelu(self, expr: sp.Function) -> str:
         x, slope = expr.args
         return self.call("np.maximum", [x, slope * x])
+
+
+def _is_mask(factor: sp.Basic) -> bool:
+    """A step that is 0 at 0, which a comparison `x > 0` computes exactly."""
+    return isinstance(factor, fn.Step) and factor.args[1] == 0
 
 
 def _has_matmul(term: sp.Basic) -> bool:
