@@ -75,9 +75,21 @@ def _log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
-def _one_hot(labels: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """Rows with a 1 at each label, as wide as like's last axis and of its dtype."""
-    return (labels[..., None] == np.arange(like.shape[-1])).astype(like.dtype)
+def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """log_probs[..., label] for each row: the log-likelihood of each label."""
+    if labels.ndim == 1:
+        return log_probs[np.arange(labels.shape[0]), labels]
+    return np.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+def _probs_minus_one_hot(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """softmax - one_hot(labels), as exp(log_probs) with 1 taken off at each label."""
+    probs = np.exp(log_probs)
+    if labels.ndim == 1:
+        probs[np.arange(labels.shape[0]), labels] -= 1
+    else:
+        probs[(*np.indices(labels.shape, sparse=True), labels)] -= 1
+    return probs
 
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
@@ -128,7 +140,7 @@ def forward(
     h2 = np.tanh(s2)
     s3 = h2 @ W3 + b3
     t_loss_0 = _log_softmax(s3, axis=1)
-    loss = -np.mean(np.take_along_axis(t_loss_0, y[..., None], axis=-1))
+    loss = -np.mean(_picked(t_loss_0, y))
     cache = {
         "x": x,
         "y": y,
@@ -168,10 +180,8 @@ def backward(
     h2 = cache["h2"]
     t_loss_0 = cache["t_loss_0"]
     d_loss = np.asarray(grad_output, dtype=DTYPE)
-    # dL/dt_loss_0 = -one_hot(y) * dL/dloss / n
-    d_t_loss_0 = -d_loss * _one_hot(y, t_loss_0) / y.size
-    # dL/ds3 = dL/dt_loss_0 - exp(t_loss_0) * sum(dL/dt_loss_0)
-    d_s3 = d_t_loss_0 - np.sum(d_t_loss_0, axis=1, keepdims=True) * np.exp(t_loss_0)
+    # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss, y / n (fused log_softmax)
+    d_s3 = d_loss * _probs_minus_one_hot(t_loss_0, y) / y.size
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = np.sum(d_s3, axis=0)
     # dL/dW3 = h2^T @ dL/ds3

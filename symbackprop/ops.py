@@ -45,6 +45,7 @@ class AdjointContext:
     out: sp.Symbol
     d: sp.Expr
     type_of: Callable[[sp.Basic], TensorType]
+    d_expr: sp.Expr | None = None  # what `d` was computed from (for fusing rules)
 
     @property
     def operands(self) -> tuple[sp.Expr, ...]:
@@ -334,8 +335,36 @@ class LogSoftmax(_AxisOp):
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (axis,) = self.attrs
         out, d = ctx.out, ctx.d
+        fused = _cross_entropy_scale(ctx.d_expr, out, axis, len(ctx.shape(out)))
+        if fused is not None:
+            labels, scale = fused
+            grad = -ProbsMinusOneHot(out, labels) * scale  # scale is -dL/dloss / n
+            (logits,) = ctx.operands
+            loss = ", ".join(sorted(s.name.removeprefix("d_") for s in scale.free_symbols))
+            per = " / n" if scale.atoms(Count) else ""
+            note = f"(softmax({logits}) - one_hot({labels})) * dL/d{loss}{per} (fused log_softmax)"
+            return ((grad, note),)
         grad = d - sp.exp(out) * ReduceSum.make(d, attrs=((axis,), True))
         return ((grad, f"dL/d{out} - exp({out}) * sum(dL/d{out})"),)
+
+
+def _cross_entropy_scale(
+    d_expr: sp.Expr | None, log_probs: sp.Symbol, axis: int, rank: int
+) -> tuple[sp.Expr, sp.Expr] | None:
+    """When dL/dlog_probs is `one_hot(labels) * s` with s one number (cross-entropy's), the
+    log_softmax adjoint `d - exp(lp) * sum(d)` is `(exp(lp) - one_hot) * s`, since each
+    one-hot row sums to 1: return (labels, s)."""
+    if d_expr is None or axis != rank - 1 or not d_expr.is_Mul:
+        return None
+    hots = [f for f in d_expr.args if isinstance(f, OneHot)]
+    if len(hots) != 1:
+        return None
+    scale = d_expr / hots[0]
+    if any(not isinstance(s, sp.Symbol) or s == log_probs for s in scale.free_symbols):
+        return None
+    if scale.atoms(TensorOp) - scale.atoms(Count):
+        return None
+    return hots[0].args[0], scale
 
 
 class NegLogLikelihood(TensorOp):
@@ -365,12 +394,11 @@ class NegLogLikelihood(TensorOp):
         grad = OneHot(labels, ctx.operands[0]) * scale
         return ((grad, f"-one_hot({labels}) * dL/d{ctx.out}" + (" / n" if reduction != "sum" else "")), None)
 
+    helpers = ("picked",)
+
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        logp = printer.doprint(self.args[0])
-        labels = printer.parenthesize(self.args[1], PRECEDENCE["Atom"])
-        picked = f"np.take_along_axis({logp}, {labels}[..., None], axis=-1)"
         reducer = "np.sum" if self.attrs[0] == "sum" else "np.mean"
-        return f"-{reducer}({picked})"
+        return f"-{reducer}({printer.call('_picked', self.args[:2])})"
 
 
 # --- helpers of backward passes --------------------------------------------------------
@@ -430,6 +458,16 @@ class EqualMask(TensorOp):
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.call("_equal_mask", self.args)
+
+
+class ProbsMinusOneHot(TensorOp):
+    """softmax - one_hot(labels) from log-probabilities, one subtraction per row in place."""
+
+    operands = 2
+    helpers = ("probs_minus_one_hot",)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("_probs_minus_one_hot", self.args)
 
 
 class OneHot(TensorOp):

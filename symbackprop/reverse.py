@@ -43,7 +43,9 @@ def _active(program: Program) -> set[sp.Symbol]:
     return needs & reach
 
 
-def _elementwise_adjoints(node: Node, d: sp.Symbol, graph: Graph) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
+def _elementwise_adjoints(
+    node: Node, d: sp.Symbol, graph: Graph, d_expr: sp.Expr | None = None
+) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
     result = []
     for operand in node.operands:
         local = sp.diff(node.expr, operand).xreplace({node.expr: node.symbol})
@@ -59,9 +61,11 @@ def _elementwise_adjoints(node: Node, d: sp.Symbol, graph: Graph) -> list[tuple[
     return result
 
 
-def _tensor_adjoints(node: Node, d: sp.Symbol, graph: Graph) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
+def _tensor_adjoints(
+    node: Node, d: sp.Symbol, graph: Graph, d_expr: sp.Expr | None = None
+) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
     op: TensorOp = node.expr  # type: ignore[assignment]
-    ctx = AdjointContext(op, node.symbol, d, graph.type_of)
+    ctx = AdjointContext(op, node.symbol, d, graph.type_of, d_expr)
     return [
         (operand, contribution)
         for operand, contribution in zip(op.tensor_args, op.adjoint(ctx), strict=True)
@@ -76,6 +80,7 @@ def reverse_mode(program: Program) -> Backward:
     contributions: dict[sp.Symbol, list[tuple[sp.Expr, str]]] = {}
     statements: list[Statement] = []
     defined: dict[sp.Symbol, sp.Symbol] = {program.output: seed}
+    sums: dict[sp.Symbol, sp.Expr] = {}  # each adjoint's defining expression, for fusing rules
 
     # a leaf's gradient line goes right after its first consumer's (in forward order)
     # adjoint has been taken, so that d_W2 sits next to d_s2 rather than at the end
@@ -98,6 +103,7 @@ def reverse_mode(program: Program) -> Backward:
         node = graph[value]
         statements.append(Statement(d, expr, node.owner, "backward", note, node.anonymous))
         defined[value] = d
+        sums[value] = expr
 
     for node in reversed(graph.nodes):
         if node.symbol not in active or node.kind != "op":
@@ -108,7 +114,7 @@ def reverse_mode(program: Program) -> Backward:
         if d is None:
             continue
         local = _tensor_adjoints if isinstance(node.expr, TensorOp) else _elementwise_adjoints
-        for operand, contribution in local(node, d, graph):
+        for operand, contribution in local(node, d, graph, sums.get(node.symbol)):
             if operand in active:
                 contributions.setdefault(operand, []).append(contribution)
         for leaf in sorted(leaves_after.get(node.symbol, []), key=lambda s: s.name):
