@@ -160,7 +160,7 @@ def backward(
     h1 = cache["h1"]
     t_loss_0 = cache["t_loss_0"]
     d_loss = np.asarray(grad_output, dtype=DTYPE)
-    # dL/ds2 = (softmax(s2) - one_hot(y)) * dL/dloss, y / n (fused log_softmax)
+    # dL/ds2 = (softmax(s2) - one_hot(y)) * dL/dloss / n (fused log_softmax)
     d_s2 = d_loss * _probs_minus_one_hot(t_loss_0, y) / y.size
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = np.sum(d_s2, axis=0)

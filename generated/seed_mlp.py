@@ -180,7 +180,7 @@ def backward(
     h2 = cache["h2"]
     t_loss_0 = cache["t_loss_0"]
     d_loss = np.asarray(grad_output, dtype=DTYPE)
-    # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss, y / n (fused log_softmax)
+    # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss / n (fused log_softmax)
     d_s3 = d_loss * _probs_minus_one_hot(t_loss_0, y) / y.size
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = np.sum(d_s3, axis=0)

@@ -340,7 +340,7 @@ class LogSoftmax(_AxisOp):
             labels, scale = fused
             grad = -ProbsMinusOneHot(out, labels) * scale  # scale is -dL/dloss / n
             (logits,) = ctx.operands
-            loss = ", ".join(sorted(s.name.removeprefix("d_") for s in scale.free_symbols))
+            loss = ", ".join(sorted(s.name[2:] for s in scale.free_symbols if s.name.startswith("d_")))
             per = " / n" if scale.atoms(Count) else ""
             note = f"(softmax({logits}) - one_hot({labels})) * dL/d{loss}{per} (fused log_softmax)"
             return ((grad, note),)
