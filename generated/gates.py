@@ -103,13 +103,13 @@ def backward(
     f = cache["f"]
     d_m = np.asarray(grad_output, dtype=DTYPE)
     t_w_0 = f - w
-    # dL/dw = dL/dm * [-f + w > 0]
+    # dL/dw = dL/dm * dm/dw = dL/dm * [-f + w > 0]
     d_w = d_m * np.heaviside(-t_w_0, 0.5)
-    # dL/df = dL/dm * [f - w > 0]
+    # dL/df = dL/dm * dm/df = dL/dm * [f - w > 0]
     d_f = d_m * np.heaviside(t_w_0, 0.5)
-    # dL/dz = dL/df * q
+    # dL/dz = dL/df * df/dz = dL/df * q
     d_z = d_f * q
-    # dL/dq = dL/df * z
+    # dL/dq = dL/df * df/dq = dL/df * z
     d_q = d_f * z
     # dL/dx = dL/dq
     d_x = d_q

@@ -168,7 +168,7 @@ def backward(
     d_W2 = h1.T @ d_s2
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
-    # dL/ds1 = dL/dh1 * [h1 > 0]
+    # dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]
     d_s1 = d_h1 * (h1 > 0)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.sum(d_s1, axis=0)

@@ -188,7 +188,7 @@ def backward(
     d_W3 = h2.T @ d_s3
     # dL/dh2 = dL/ds3 @ W3^T
     d_h2 = d_s3 @ W3.T
-    # dL/ds2 = dL/dh2 * [h2 > 0]
+    # dL/ds2 = dL/dh2 * relu'(s2) = dL/dh2 * [h2 > 0]
     d_s2 = d_h2 * (h2 > 0)
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = np.sum(d_s2, axis=0)
@@ -196,7 +196,7 @@ def backward(
     d_W2 = h1.T @ d_s2
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
-    # dL/ds1 = dL/dh1 * [h1 > 0]
+    # dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]
     d_s1 = d_h1 * (h1 > 0)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.sum(d_s1, axis=0)

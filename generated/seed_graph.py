@@ -84,9 +84,9 @@ def backward(
     c = cache["c"]
     d = cache["d"]
     d_e = np.asarray(grad_output, dtype=DTYPE)
-    # dL/dd = dL/de * c
+    # dL/dd = dL/de * de/dd = dL/de * c
     d_d = c * d_e
-    # dL/dc = dL/de * d
+    # dL/dc = dL/de * de/dc = dL/de * d
     d_c = d * d_e
     # dL/da = dL/dc
     d_a = d_c

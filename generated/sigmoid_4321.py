@@ -165,9 +165,9 @@ def backward(
     d_loss = np.asarray(grad_output, dtype=DTYPE)
     # dL/dt_loss_0 = dL/dloss broadcast to t_loss_0's shape
     d_t_loss_0 = np.broadcast_to(d_loss, y.shape)
-    # dL/dh3 = dL/dt_loss_0 * 2*h3 - 2*y
+    # dL/dh3 = dL/dt_loss_0 * dt_loss_0/dh3 = dL/dt_loss_0 * (2 * h3 - 2 * y)
     d_h3 = d_t_loss_0 * (2 * h3 - 2 * y)
-    # dL/ds3 = dL/dh3 * h3*(1 - h3)
+    # dL/ds3 = dL/dh3 * sigmoid'(s3) = dL/dh3 * h3 * (1 - h3)
     d_s3 = d_h3 * h3 * (1 - h3)
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = np.sum(d_s3, axis=0)
@@ -175,7 +175,7 @@ def backward(
     d_W3 = h2.T @ d_s3
     # dL/dh2 = dL/ds3 @ W3^T
     d_h2 = d_s3 @ W3.T
-    # dL/ds2 = dL/dh2 * h2*(1 - h2)
+    # dL/ds2 = dL/dh2 * sigmoid'(s2) = dL/dh2 * h2 * (1 - h2)
     d_s2 = d_h2 * h2 * (1 - h2)
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = np.sum(d_s2, axis=0)
@@ -183,7 +183,7 @@ def backward(
     d_W2 = h1.T @ d_s2
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
-    # dL/ds1 = dL/dh1 * h1*(1 - h1)
+    # dL/ds1 = dL/dh1 * sigmoid'(s1) = dL/dh1 * h1 * (1 - h1)
     d_s1 = d_h1 * h1 * (1 - h1)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.sum(d_s1, axis=0)

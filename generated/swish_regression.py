@@ -147,7 +147,7 @@ def backward(
     d_loss = np.asarray(grad_output, dtype=DTYPE)
     # dL/dt_loss_0 = dL/dloss / n, broadcast to t_loss_0's shape
     d_t_loss_0 = np.broadcast_to(d_loss / y.size, y.shape)
-    # dL/dp = dL/dt_loss_0 * 2*p - 2*y
+    # dL/dp = dL/dt_loss_0 * dt_loss_0/dp = dL/dt_loss_0 * (2 * p - 2 * y)
     d_p = d_t_loss_0 * (2 * p - 2 * y)
     # dL/db2 = sum over broadcast axes of dL/dp
     d_b2 = np.sum(d_p, axis=0)
@@ -155,7 +155,8 @@ def backward(
     d_W2 = h1.T @ d_p
     # dL/dh1 = dL/dp @ W2^T
     d_h1 = d_p @ W2.T
-    # dL/ds1 = dL/dh1 * s1*(1 - sigmoid(s1))*sigmoid(s1) + sigmoid(s1)
+    # dL/ds1 = dL/dh1 * dh1/ds1 = dL/dh1 * (s1 * (1 - sigmoid(s1)) * sigmoid(s1) +
+    #     sigmoid(s1))
     d_s1 = d_h1 * (h1 * (1 - t_h1_0) + t_h1_0)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.sum(d_s1, axis=0)

@@ -48,6 +48,8 @@ def optimize(program: Program) -> Optimized:
         roots.add(program.predict)
     forward = passes.dead_code(forward, roots)
     forward, backward = passes.common_subexpressions(forward, backward)
+    # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
+    backward = passes.copy_propagation(backward, keep=results)
     namer = Namer()
     forward, backward, renames = name_temporaries(forward, backward, namer)
     grads = {leaf: (renames.get(d, d) if d is not None else None) for leaf, d in info.grads.items()}

@@ -99,21 +99,31 @@ class _LinePrinter:
         text = self.printer.doprint(expr)
         hoisted: list[Line] = []
         while INDENT + len(target.name) + 3 + len(text) > LINE_LIMIT:
-            part = _largest_part(expr, self.printer)
-            if part is None:
-                break
             temp = self.namer.fresh(owner)
+            split = _split_off(expr, temp, self.printer)
+            if split is None:
+                break
+            part, rest = split
+            if len(self.printer.doprint(rest)) >= len(text):
+                break  # nothing left to gain: names alone are this long
             hoisted += self._fit(temp, part, owner, [])
-            expr = expr.xreplace({part: temp})
-            text = self.printer.doprint(expr)
+            expr, text = rest, self.printer.doprint(rest)
         return hoisted + [Line(target.name, text, comments)]
 
 
-def _largest_part(expr: sp.Expr, printer: NumpyPrinter) -> sp.Expr | None:
+def _split_off(expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter) -> tuple[sp.Expr, sp.Expr] | None:
+    """(part, rest): the subexpression to move to a line of its own, and `expr` with `temp`
+    in its place. The part is the longest argument, or, when every argument is a name,
+    the first half of a long sum or product."""
     candidates = [arg for arg in expr.args if not arg.is_Atom and not isinstance(arg, Attr)]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda arg: (len(printer.doprint(arg)), sp.default_sort_key(arg)))
+    if candidates:
+        part = max(candidates, key=lambda arg: (len(printer.doprint(arg)), sp.default_sort_key(arg)))
+        return part, expr.xreplace({part: temp})
+    if (expr.is_Add or expr.is_Mul) and len(expr.args) > 2:
+        ordered = sorted(expr.args, key=sp.default_sort_key)
+        half = max(2, len(ordered) // 2)
+        return expr.func(*ordered[:half]), expr.func(temp, *ordered[half:])
+    return None
 
 
 def _wrap_note(note: str) -> list[str]:

@@ -14,6 +14,11 @@ import sympy as sp
 from .ir import Statement, symbol
 
 
+# a temporary's name in a note, also right after the `dL/d` of an adjoint
+# (also as the `d<name>` of a local derivative such as `dt_loss_0/dp`)
+_TEMP_NAME = re.compile(r"(?:(?<=dL/d)|(?<=/d)|(?<= d)|(?<![A-Za-z0-9_]))(?:d_)?(?:t|_cse)_[A-Za-z0-9_]+")
+
+
 class Namer:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
@@ -54,4 +59,4 @@ def _rename_note(note: str, renames: dict[sp.Symbol, sp.Symbol]) -> str:
     if not note or ("t_" not in note and "_cse_" not in note):
         return note
     lookup = {old.name: new.name for old, new in renames.items()}
-    return re.sub(r"\b(?:d_)?(?:t|_cse)_\w+", lambda m: lookup.get(m.group(0), m.group(0)), note)
+    return _TEMP_NAME.sub(lambda m: lookup.get(m.group(0), m.group(0)), note)

@@ -234,21 +234,40 @@ def print_expr(expr: sp.Basic, printer: NumpyPrinter | None = None) -> str:
     return (printer or NumpyPrinter()).doprint(expr)
 
 
-class MathPrinter(StrPrinter):
-    """Expressions as math for comments: `h1*(1 - h1)`, `sigmoid(s1)`, `step(h1)`."""
+class MathPrinter(NumpyPrinter):
+    """Expressions as math for comments, spaced like the code: `h1 * (1 - h1)`, `sigmoid(s1)`."""
 
     _NAMES = {"Abs": "abs", "LeakyRelu": "leaky_relu", "Log1p": "log1p"}
 
     def _print_Function(self, expr: sp.Function) -> str:
-        name = type(expr).__name__
-        name = self._NAMES.get(name, name.lower())
         if isinstance(expr, fn.Step):
             return f"[{self._print(expr.args[0])} > 0]"
+        name = type(expr).__name__
+        name = self._NAMES.get(name, name.lower())
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
+
+    _print_Relu = _print_Softplus = _print_LeakyRelu = _print_Function
+
+    def call(
+        self,
+        name: str,
+        args: Iterable[sp.Basic] = (),
+        keywords: Mapping[str, Any] | None = None,
+        raw_args: Iterable[str] = (),
+    ) -> str:
+        return super().call(name.removeprefix("np."), args, keywords, raw_args)
 
     def _print_Exp1(self, expr: sp.Basic) -> str:
         return "e"
 
+    def _print_Pi(self, expr: sp.Basic) -> str:
+        return "pi"
+
 
 def math_text(expr: sp.Basic) -> str:
     return MathPrinter().doprint(expr)
+
+
+def math_factor(expr: sp.Basic) -> str:
+    """Math text fit to stand as a factor of a product (parenthesized if a sum)."""
+    return MathPrinter().parenthesize(expr, PRECEDENCE["Mul"])

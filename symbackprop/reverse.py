@@ -16,11 +16,33 @@ import sympy as sp
 from .build import Program
 from .ir import Graph, Node, Statement, reduced_axes, symbol
 from .ops import AdjointContext, SumTo, TensorOp
-from .printer import math_text
+from .printer import math_factor, math_text
 
 
 def adjoint_symbol(value: sp.Symbol) -> sp.Symbol:
     return symbol(f"d_{value.name}")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One consumer's share of an adjoint, with the chain-rule step in two forms for the
+    comment: by name (`dL/dh1 * sigmoid'(s1)`) and written out (`dL/dh1 * h1 * (1 - h1)`)."""
+
+    expr: sp.Expr
+    chain: str
+    expanded: str
+
+
+MAX_EXPANDED_NOTE = 100
+
+
+def _note(value: sp.Symbol, parts: list[Contribution]) -> str:
+    chain = " + ".join(part.chain for part in parts)
+    expanded = " + ".join(part.expanded for part in parts)
+    note = f"dL/d{value.name} = {chain}"
+    if expanded != chain and len(expanded) <= MAX_EXPANDED_NOTE:
+        note += f" = {expanded}"
+    return note
 
 
 @dataclass
@@ -45,31 +67,44 @@ def _active(program: Program) -> set[sp.Symbol]:
 
 def _elementwise_adjoints(
     node: Node, d: sp.Symbol, graph: Graph, d_expr: sp.Expr | None = None
-) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
+) -> list[tuple[sp.Symbol, Contribution]]:
     result = []
     for operand in node.operands:
         local = sp.diff(node.expr, operand).xreplace({node.expr: node.symbol})
         if local == 0:
             continue
         contribution = d * local
-        note = f"dL/d{node.name}" if local == 1 else f"dL/d{node.name} * {math_text(local)}"
+        incoming = f"dL/d{node.name}"
+        if local == 1:
+            chain = expanded = incoming
+        else:
+            chain = f"{incoming} * {_local_name(node, operand)}"
+            expanded = f"{incoming} * {math_factor(local)}"
         lead, kept = reduced_axes(graph.type_of(operand).shape, node.type.shape)
         if lead or kept:
             contribution = SumTo.make(contribution, attrs=(lead, kept))
-            note = f"sum over broadcast axes of {note}"
-        result.append((operand, (contribution, note)))
+            chain, expanded = (f"sum over broadcast axes of {text}" for text in (chain, expanded))
+        result.append((operand, Contribution(contribution, chain, expanded)))
     return result
+
+
+def _local_name(node: Node, operand: sp.Symbol) -> str:
+    """`sigmoid'(s1)` for a node that applies one function to one operand, else `dh1/ds1`."""
+    expr = node.expr
+    if isinstance(expr, sp.Function) and expr.args and expr.args[0] == operand and len(expr.free_symbols) == 1:
+        return f"{math_text(expr.func(operand)).split('(')[0]}'({operand.name})"
+    return f"d{node.name}/d{operand.name}"
 
 
 def _tensor_adjoints(
     node: Node, d: sp.Symbol, graph: Graph, d_expr: sp.Expr | None = None
-) -> list[tuple[sp.Symbol, tuple[sp.Expr, str]]]:
+) -> list[tuple[sp.Symbol, Contribution]]:
     op: TensorOp = node.expr  # type: ignore[assignment]
     ctx = AdjointContext(op, node.symbol, d, graph.type_of, d_expr)
     return [
-        (operand, contribution)
-        for operand, contribution in zip(op.tensor_args, op.adjoint(ctx), strict=True)
-        if contribution is not None
+        (operand, Contribution(rule[0], rule[1], rule[1]))
+        for operand, rule in zip(op.tensor_args, op.adjoint(ctx), strict=True)
+        if rule is not None
     ]
 
 
@@ -77,7 +112,7 @@ def reverse_mode(program: Program) -> Backward:
     graph = program.graph
     active = _active(program)
     seed = adjoint_symbol(program.output)
-    contributions: dict[sp.Symbol, list[tuple[sp.Expr, str]]] = {}
+    contributions: dict[sp.Symbol, list[Contribution]] = {}
     statements: list[Statement] = []
     defined: dict[sp.Symbol, sp.Symbol] = {program.output: seed}
     sums: dict[sp.Symbol, sp.Expr] = {}  # each adjoint's defining expression, for fusing rules
@@ -98,8 +133,8 @@ def reverse_mode(program: Program) -> Backward:
         if not parts:
             return
         d = adjoint_symbol(value)
-        expr = sp.Add(*(part for part, _ in parts))
-        note = f"dL/d{value.name} = " + " + ".join(text for _, text in parts)
+        expr = sp.Add(*(part.expr for part in parts))
+        note = _note(value, parts)
         node = graph[value]
         statements.append(Statement(d, expr, node.owner, "backward", note, node.anonymous))
         defined[value] = d

@@ -31,7 +31,8 @@ def copy_propagation(statements: list[Statement], keep: set[sp.Symbol]) -> list[
         expr = statement.expr.xreplace(renames) if renames else statement.expr
         if isinstance(expr, sp.Symbol) and statement.target not in keep:
             renames[statement.target] = expr
-            note_renames[statement.target.name[2:]] = expr.name[2:]
+            if expr.name.startswith("d_"):
+                note_renames[statement.target.name[2:]] = expr.name[2:]
             continue
         note = _rename_in_note(statement.note, note_renames)
         result.append(Statement(statement.target, expr, statement.owner, statement.phase, note, statement.anonymous))
