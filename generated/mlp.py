@@ -65,8 +65,8 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
 
 def _log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """x - logsumexp(x), shifted by the max: no exp overflows, no log of 0."""
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -76,13 +76,16 @@ def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
 
 
-def _probs_minus_one_hot(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """softmax - one_hot(labels), as exp(log_probs) with 1 taken off at each label."""
+def _probs_minus_one_hot(
+    log_probs: np.ndarray, labels: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """(softmax - one_hot(labels)) * scale, as exp(log_probs) with 1 taken off at each label."""
     probs = np.exp(log_probs)
     if labels.ndim == 1:
         probs[np.arange(labels.shape[0]), labels] -= 1
     else:
         probs[(*np.indices(labels.shape, sparse=True), labels)] -= 1
+    probs *= scale
     return probs
 
 
@@ -126,7 +129,7 @@ def forward(
     h1 = np.maximum(s1, 0)
     s2 = h1 @ W2 + b2
     t_loss_0 = _log_softmax(s2, axis=1)
-    loss = -np.mean(_picked(t_loss_0, y))
+    loss = -_picked(t_loss_0, y).sum() / y.size
     cache = {
         "x": x,
         "y": y,
@@ -161,9 +164,9 @@ def backward(
     t_loss_0 = cache["t_loss_0"]
     d_loss = np.asarray(grad_output, dtype=DTYPE)
     # dL/ds2 = (softmax(s2) - one_hot(y)) * dL/dloss / n (fused log_softmax)
-    d_s2 = d_loss * _probs_minus_one_hot(t_loss_0, y) / y.size
+    d_s2 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size)
     # dL/db2 = sum over broadcast axes of dL/ds2
-    d_b2 = np.sum(d_s2, axis=0)
+    d_b2 = d_s2.sum(axis=0)
     # dL/dW2 = h1^T @ dL/ds2
     d_W2 = h1.T @ d_s2
     # dL/dh1 = dL/ds2 @ W2^T
@@ -171,7 +174,7 @@ def backward(
     # dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]
     d_s1 = d_h1 * (h1 > 0)
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = np.sum(d_s1, axis=0)
+    d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1
     d_W1 = x.T @ d_s1
     return {

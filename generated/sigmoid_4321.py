@@ -123,7 +123,7 @@ def forward(
     s3 = h2 @ W3 + b3
     h3 = _sigmoid(s3)
     t_loss_0 = (h3 - y) ** 2
-    loss = np.sum(t_loss_0)
+    loss = t_loss_0.sum()
     cache = {
         "x": x,
         "y": y,
@@ -170,7 +170,7 @@ def backward(
     # dL/ds3 = dL/dh3 * sigmoid'(s3) = dL/dh3 * h3 * (1 - h3)
     d_s3 = d_h3 * h3 * (1 - h3)
     # dL/db3 = sum over broadcast axes of dL/ds3
-    d_b3 = np.sum(d_s3, axis=0)
+    d_b3 = d_s3.sum(axis=0)
     # dL/dW3 = h2^T @ dL/ds3
     d_W3 = h2.T @ d_s3
     # dL/dh2 = dL/ds3 @ W3^T
@@ -178,7 +178,7 @@ def backward(
     # dL/ds2 = dL/dh2 * sigmoid'(s2) = dL/dh2 * h2 * (1 - h2)
     d_s2 = d_h2 * h2 * (1 - h2)
     # dL/db2 = sum over broadcast axes of dL/ds2
-    d_b2 = np.sum(d_s2, axis=0)
+    d_b2 = d_s2.sum(axis=0)
     # dL/dW2 = h1^T @ dL/ds2
     d_W2 = h1.T @ d_s2
     # dL/dh1 = dL/ds2 @ W2^T
@@ -186,7 +186,7 @@ def backward(
     # dL/ds1 = dL/dh1 * sigmoid'(s1) = dL/dh1 * h1 * (1 - h1)
     d_s1 = d_h1 * h1 * (1 - h1)
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = np.sum(d_s1, axis=0)
+    d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1
     d_W1 = x.T @ d_s1
     return {

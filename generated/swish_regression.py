@@ -109,7 +109,7 @@ def forward(
     h1 = s1 * t_h1_0
     p = h1 @ W2 + b2
     t_loss_0 = (p - y) ** 2
-    loss = np.mean(t_loss_0)
+    loss = t_loss_0.sum() / t_loss_0.size
     cache = {
         "x": x,
         "y": y,
@@ -150,7 +150,7 @@ def backward(
     # dL/dp = dL/dt_loss_0 * dt_loss_0/dp = dL/dt_loss_0 * (2 * p - 2 * y)
     d_p = d_t_loss_0 * (2 * p - 2 * y)
     # dL/db2 = sum over broadcast axes of dL/dp
-    d_b2 = np.sum(d_p, axis=0)
+    d_b2 = d_p.sum(axis=0)
     # dL/dW2 = h1^T @ dL/dp
     d_W2 = h1.T @ d_p
     # dL/dh1 = dL/dp @ W2^T
@@ -159,7 +159,7 @@ def backward(
     #     sigmoid(s1))
     d_s1 = d_h1 * (h1 * (1 - t_h1_0) + t_h1_0)
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = np.sum(d_s1, axis=0)
+    d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1
     d_W1 = x.T @ d_s1
     return {

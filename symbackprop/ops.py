@@ -221,7 +221,8 @@ class Reduction(TensorOp):
     """op(x, axes, keepdims): axes a sorted tuple of non-negative ints, or None for all."""
 
     keywords = {"axis": None}
-    numpy_name: ClassVar[str] = ""
+    numpy_name: ClassVar[str] = ""  # a module function, `_logsumexp(x, axis=1)`
+    method_name: ClassVar[str] = ""  # or an ndarray method, `x.sum(axis=1)`: half the call cost
 
     @classmethod
     def attrs_from(cls, types: list[TensorType], keywords: dict[str, Any]) -> tuple[Any, ...]:
@@ -244,12 +245,15 @@ class Reduction(TensorOp):
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         axes, keepdims = self.attrs
         keywords = {"axis": axes, "keepdims": True} if keepdims else {"axis": axes}
+        if self.method_name:
+            receiver = printer.parenthesize(self.args[0], PRECEDENCE["Atom"])
+            return printer.call(f"{receiver}.{self.method_name}", (), keywords)
         return printer.call(self.numpy_name, self.args[:1], keywords)
 
 
 class ReduceSum(Reduction):
     language_name = "sum"
-    numpy_name = "np.sum"
+    method_name = "sum"
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (x,) = ctx.operands
@@ -258,8 +262,15 @@ class ReduceSum(Reduction):
 
 
 class ReduceMean(Reduction):
+    """Printed as sum / count: np.mean is a Python-level wrapper, several times slower."""
+
     language_name = "mean"
-    numpy_name = "np.mean"
+    method_name = "sum"
+    precedence = PRECEDENCE["Mul"]
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        count = Count.make(self.args[0], attrs=(self.attrs[0],))
+        return f"{super()._numpy_text(printer)} / {printer.parenthesize(count, PRECEDENCE['Mul'], strict=True)}"
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (x,) = ctx.operands
@@ -272,7 +283,7 @@ class ReduceMax(Reduction):
     """The max gate routes the gradient to the maxima, shared evenly on ties (as PyTorch)."""
 
     language_name = "max"
-    numpy_name = "np.max"
+    method_name = "max"
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (x,) = ctx.operands
@@ -338,7 +349,7 @@ class LogSoftmax(_AxisOp):
         fused = _cross_entropy_scale(ctx.d_expr, out, axis, len(ctx.shape(out)))
         if fused is not None:
             labels, scale = fused
-            grad = -ProbsMinusOneHot(out, labels) * scale  # scale is -dL/dloss / n
+            grad = ProbsMinusOneHot(out, labels, -scale)  # scale is -dL/dloss / n
             (logits,) = ctx.operands
             loss = ", ".join(sorted(s.name[2:] for s in scale.free_symbols if s.name.startswith("d_")))
             per = " / n" if scale.atoms(Count) else ""
@@ -397,8 +408,11 @@ class NegLogLikelihood(TensorOp):
     helpers = ("picked",)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        reducer = "np.sum" if self.attrs[0] == "sum" else "np.mean"
-        return f"-{reducer}({printer.call('_picked', self.args[:2])})"
+        total = f"-{printer.call('_picked', self.args[:2])}.sum()"
+        if self.attrs[0] == "sum":
+            return total
+        labels = printer.parenthesize(self.args[1], PRECEDENCE["Atom"])
+        return f"{total} / {labels}.size"
 
 
 # --- helpers of backward passes --------------------------------------------------------
@@ -442,11 +456,11 @@ class SumTo(TensorOp):
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         lead, kept = self.attrs
-        text = printer.doprint(self.args[0])
+        text = printer.parenthesize(self.args[0], PRECEDENCE["Atom"])
         if kept:
-            text = printer.call("np.sum", [], {"axis": kept, "keepdims": True}, raw_args=[text])
+            text = printer.call(f"{text}.sum", [], {"axis": kept, "keepdims": True})
         if lead:
-            text = printer.call("np.sum", [], {"axis": lead}, raw_args=[text])
+            text = printer.call(f"{text}.sum", [], {"axis": lead})
         return text
 
 
@@ -461,9 +475,10 @@ class EqualMask(TensorOp):
 
 
 class ProbsMinusOneHot(TensorOp):
-    """softmax - one_hot(labels) from log-probabilities, one subtraction per row in place."""
+    """(softmax - one_hot(labels)) * scale from log-probabilities, in place: one subtraction
+    per row and one scaling, where the unfused chain takes a one-hot array and a reduction."""
 
-    operands = 2
+    operands = 3
     helpers = ("probs_minus_one_hot",)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:

@@ -30,7 +30,6 @@ _FUNCTIONS: dict[type, str] = {
     fn.Sqrt: "np.sqrt",
     fn.Maximum: "np.maximum",
     fn.Minimum: "np.minimum",
-    fn.Step: "np.heaviside",
     fn.Sigmoid: "_sigmoid",
 }
 _HELPER_FUNCTIONS = {fn.Sigmoid: "sigmoid"}
@@ -198,6 +197,13 @@ class NumpyPrinter(StrPrinter):
             self.helpers_used.add(helper)
         return self.call(name, expr.args)
 
+    def _print_Step(self, expr: sp.Function) -> str:
+        x, at_zero = expr.args
+        if at_zero == 0:
+            # np.heaviside is several times slower than a comparison and a cast
+            return f"({self._print(x)} > 0).astype(DTYPE)"
+        return self.call("np.heaviside", expr.args)
+
     def _print_Relu(self, expr: sp.Function) -> str:
         return f"np.maximum({self._print(expr.args[0])}, 0)"
 
@@ -246,7 +252,7 @@ class MathPrinter(NumpyPrinter):
         name = self._NAMES.get(name, name.lower())
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
-    _print_Relu = _print_Softplus = _print_LeakyRelu = _print_Function
+    _print_Relu = _print_Softplus = _print_LeakyRelu = _print_Step = _print_Function
 
     def call(
         self,
