@@ -128,6 +128,7 @@ def forward(
     s1 = x @ W1 + b1
     h1 = np.maximum(s1, 0)
     s2 = h1 @ W2 + b2
+    # stable: _log_softmax = x - logsumexp(x), shifted by the max
     t_loss_0 = _log_softmax(s2, axis=1)
     loss = -_picked(t_loss_0, y).sum() / y.size
     cache = {

@@ -142,6 +142,7 @@ def forward(
     s2 = h1 @ W2 + b2
     h2 = np.tanh(s2)
     s3 = h2 @ W3 + b3
+    # stable: _log_softmax = x - logsumexp(x), shifted by the max
     t_loss_0 = _log_softmax(s3, axis=1)
     loss = -_picked(t_loss_0, y).sum() / y.size
     cache = {

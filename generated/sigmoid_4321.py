@@ -117,10 +117,13 @@ def forward(
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=DTYPE)
     s1 = x @ W1 + b1
+    # stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x
     h1 = _sigmoid(s1)
     s2 = h1 @ W2 + b2
+    # stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x
     h2 = _sigmoid(s2)
     s3 = h2 @ W3 + b3
+    # stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x
     h3 = _sigmoid(s3)
     t_loss_0 = (h3 - y) ** 2
     loss = t_loss_0.sum()
@@ -251,9 +254,12 @@ def predict(
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     s1 = x @ W1 + b1
+    # stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x
     h1 = _sigmoid(s1)
     s2 = h1 @ W2 + b2
+    # stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x
     h2 = _sigmoid(s2)
     s3 = h2 @ W3 + b3
+    # stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x
     h3 = _sigmoid(s3)
     return h3

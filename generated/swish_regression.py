@@ -105,6 +105,7 @@ def forward(
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=DTYPE)
     s1 = x @ W1 + b1
+    # stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x
     t_h1_0 = _sigmoid(s1)
     h1 = s1 * t_h1_0
     p = h1 @ W2 + b2

@@ -92,7 +92,11 @@ class _LinePrinter:
         result: list[Line] = []
         for statement in statements:
             comments = _wrap_note(statement.note) if with_notes and statement.note else []
-            result += self._fit(statement.target, statement.expr, statement.owner, comments)
+            self.printer.take_line_notes()
+            lines = self._fit(statement.target, statement.expr, statement.owner, comments)
+            stability = self.printer.take_line_notes()
+            lines[-1].comments += [text for note in stability for text in _wrap_note(note)]
+            result += lines
         return result
 
     def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:

@@ -34,6 +34,15 @@ _FUNCTIONS: dict[type, str] = {
 }
 _HELPER_FUNCTIONS = {fn.Sigmoid: "sigmoid"}
 
+# What each numerically stable rewrite does, for the comment above the line that uses it.
+STABILITY_NOTES = {
+    "softplus": "stable: softplus(x) = logaddexp(0, x), finite for any x",
+    "sigmoid": "stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x",
+    "logsumexp": "stable: _logsumexp works around the max, so no exp overflows",
+    "softmax": "stable: _softmax shifts by the max, so no exp overflows",
+    "log_softmax": "stable: _log_softmax = x - logsumexp(x), shifted by the max",
+}
+
 
 class NumpyPrinter(StrPrinter):
     printmethod = "_numpy_text"
@@ -41,6 +50,22 @@ class NumpyPrinter(StrPrinter):
     def __init__(self) -> None:
         super().__init__({"order": None})
         self.helpers_used: set[str] = set()
+        self.line_notes: list[str] = []  # stability notes of the line being printed
+
+    def use_helper(self, name: str) -> None:
+        """Record a module helper the printed text calls."""
+        self.helpers_used.add(name)
+        self.note_rewrite(name)
+
+    def note_rewrite(self, name: str) -> None:
+        """Record a numerically stable rewrite, for a comment above the line."""
+        note = STABILITY_NOTES.get(name)
+        if note and note not in self.line_notes:
+            self.line_notes.append(note)
+
+    def take_line_notes(self) -> list[str]:
+        notes, self.line_notes = self.line_notes, []
+        return notes
 
     # --- building blocks used by ops.py ------------------------------------------------
 
@@ -74,13 +99,12 @@ class NumpyPrinter(StrPrinter):
 
     def _print_TensorOp(self, expr: sp.Basic) -> str:
         for helper in type(expr).helpers:
-            self.helpers_used.add(helper)
+            self.use_helper(helper)
         return expr._numpy_text(self)
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
-        helpers = getattr(type(expr), "helpers", None)
-        if helpers:
-            self.helpers_used.update(helpers)
+        for helper in getattr(type(expr), "helpers", ()):
+            self.use_helper(helper)
         return super()._print(expr, **kwargs)
 
     # --- atoms -----------------------------------------------------------------------
@@ -194,7 +218,7 @@ class NumpyPrinter(StrPrinter):
             raise TypeError(f"no NumPy spelling for {type(expr).__name__}")
         helper = _HELPER_FUNCTIONS.get(type(expr))
         if helper:
-            self.helpers_used.add(helper)
+            self.use_helper(helper)
         return self.call(name, expr.args)
 
     def _print_Step(self, expr: sp.Function) -> str:
@@ -208,6 +232,7 @@ class NumpyPrinter(StrPrinter):
         return f"np.maximum({self._print(expr.args[0])}, 0)"
 
     def _print_Softplus(self, expr: sp.Function) -> str:
+        self.note_rewrite("softplus")
         return self.call("np.logaddexp", expr.args, raw_args=["0"])
 
     def _print_LeakyRelu(self, expr: sp.Function) -> str:
