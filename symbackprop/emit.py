@@ -92,11 +92,7 @@ class _LinePrinter:
         result: list[Line] = []
         for statement in statements:
             comments = _wrap_note(statement.note) if with_notes and statement.note else []
-            self.printer.take_line_notes()
-            lines = self._fit(statement.target, statement.expr, statement.owner, comments)
-            stability = self.printer.take_line_notes()
-            lines[-1].comments += [text for note in stability for text in _wrap_note(note)]
-            result += lines
+            result += self._fit(statement.target, statement.expr, statement.owner, comments)
         return result
 
     def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:
@@ -112,7 +108,10 @@ class _LinePrinter:
                 break  # nothing left to gain: names alone are this long
             hoisted += self._fit(temp, part, owner, [])
             expr, text = rest, self.printer.doprint(rest)
-        return hoisted + [Line(target.name, text, comments)]
+        self.printer.take_line_notes()
+        text = self.printer.doprint(expr)  # again, to learn which rewrites this line uses
+        stability = [line for note in self.printer.take_line_notes() for line in _wrap_note(note)]
+        return hoisted + [Line(target.name, text, comments + stability)]
 
 
 def _split_off(expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter) -> tuple[sp.Expr, sp.Expr] | None:
