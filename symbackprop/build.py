@@ -181,6 +181,10 @@ class _NodeLowering:
         if term.kwargs or not spec.tensor_args <= len(term.args) <= most:
             raise self.fail(f"{term.func} takes {spec.tensor_args} argument(s)", term.loc)
         tensors = [self.lower(arg) for arg in term.args[: spec.tensor_args]]
+        if spec.domain is not None and tensors[0].expr.is_number:
+            value = complex(sp.N(tensors[0].expr))
+            if value.imag or not spec.domain(value.real):
+                raise self.fail(f"{term.func} of a constant needs it {spec.domain_text}", term.loc)
         constants = list(spec.const_args)
         for index, arg in enumerate(term.args[spec.tensor_args :]):
             if not isinstance(arg, fm.Num):
@@ -364,7 +368,7 @@ class Builder:
     def _predict(self) -> sp.Symbol | None:
         if self.spec.predict is None:
             return None
-        return self._named(self.spec.predict, self.spec.output_loc, "predict")
+        return self._named(self.spec.predict, self.spec.predict_loc or self.spec.output_loc, "predict")
 
 
 def _shape_lost(graph: Graph, val: Val) -> bool:

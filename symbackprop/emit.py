@@ -3,7 +3,9 @@ here; the templates only loop and format."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE, precedence
 
 from . import __version__
 from .compiler import Optimized
@@ -27,6 +30,15 @@ class Line:
     target: str
     text: str
     comments: list[str] = field(default_factory=list)
+    wrap: str = ""  # how a long line breaks, as ruff format breaks it: "", "parens" or "call"
+
+    @property
+    def call_head(self) -> str:
+        return self.text[: self.text.index("(") + 1]
+
+    @property
+    def call_body(self) -> str:
+        return self.text[self.text.index("(") + 1 : -1]
 
 
 @dataclass
@@ -69,7 +81,7 @@ def _shape_text(shape: tuple[object, ...]) -> str:
 
 
 def _init_text(param: ParamSpec) -> str:
-    shape = _shape_literal(param.shape)
+    shape = f'PARAMS["{param.name}"]'  # not a literal: a width change stays in PARAMS
     args = dict(param.init_args)
     if param.init in ("zeros", "ones"):
         return f"np.{param.init}({shape}, dtype=DTYPE)"
@@ -98,35 +110,74 @@ class _LinePrinter:
     def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:
         text = self.printer.doprint(expr)
         hoisted: list[Line] = []
-        while INDENT + len(target.name) + 3 + len(text) > LINE_LIMIT:
+        while not _fits(target, expr, text):
             temp = self.namer.fresh(owner)
-            split = _split_off(expr, temp, self.printer)
+            split = next(
+                (
+                    (part, rest)
+                    for part, rest in _splits(expr, temp, self.printer)
+                    if len(self.printer.doprint(rest)) < len(text)
+                ),
+                None,
+            )
             if split is None:
-                break
-            part, rest = split
-            if len(self.printer.doprint(rest)) >= len(text):
                 break  # nothing left to gain: names alone are this long
+            part, rest = split
             hoisted += self._fit(temp, part, owner, [])
             expr, text = rest, self.printer.doprint(rest)
-        self.printer.take_line_notes()
-        text = self.printer.doprint(expr)  # again, to learn which rewrites this line uses
-        stability = [line for note in self.printer.take_line_notes() for line in _wrap_note(note)]
-        return hoisted + [Line(target.name, text, comments + stability)]
+        wrap = "" if _fits_one_line(target, text) else _wrap_kind(expr, text)
+        return hoisted + [Line(target.name, text, comments, wrap)]
 
 
-def _split_off(expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter) -> tuple[sp.Expr, sp.Expr] | None:
-    """(part, rest): the subexpression to move to a line of its own, and `expr` with `temp`
-    in its place. The part is the longest argument, or, when every argument is a name,
-    the first half of a long sum or product."""
+_CALL = re.compile(r"[A-Za-z_][\w.]*\(")
+
+
+def _fits_one_line(target: sp.Symbol, text: str) -> bool:
+    return INDENT + len(target.name) + 3 + len(text) <= LINE_LIMIT
+
+
+def _wrap_kind(expr: sp.Expr, text: str) -> str:
+    """How ruff format breaks this right-hand side, for the two forms we emit ("" if neither
+    applies): an operator expression that does not end in a bracket goes in parentheses on
+    a line of its own; a single call `f(args)` puts its arguments on a line of their own."""
+    if text.endswith((")", "]")):
+        head = _CALL.match(text)
+        body_length = len(text) - (head.end() + 1) if head else 0
+        if head and _closes_at_end(text, head.end() - 1) and 2 * INDENT + body_length <= LINE_LIMIT:
+            return "call"
+        return ""
+    if text.startswith("("):
+        return ""  # ruff breaks inside the leading parentheses instead
+    if precedence(expr) < PRECEDENCE["Atom"] and 2 * INDENT + len(text) <= LINE_LIMIT:
+        return "parens"
+    return ""
+
+
+def _closes_at_end(text: str, start: int) -> bool:
+    """True when the bracket opened at `start` is closed by the last character."""
+    depth = 0
+    for index in range(start, len(text)):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(text[index], 0)
+        if depth == 0:
+            return index == len(text) - 1
+    return False
+
+
+def _fits(target: sp.Symbol, expr: sp.Expr, text: str) -> bool:
+    return _fits_one_line(target, text) or bool(_wrap_kind(expr, text))
+
+
+def _splits(expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter) -> Iterator[tuple[sp.Expr, sp.Expr]]:
+    """Ways to move part of `expr` to a line of its own, as (part, `expr` with `temp` in its
+    place): the longest argument first, then the first half of a long sum or product."""
     candidates = [arg for arg in expr.args if not arg.is_Atom and not isinstance(arg, Attr)]
     if candidates:
         part = max(candidates, key=lambda arg: (len(printer.doprint(arg)), sp.default_sort_key(arg)))
-        return part, expr.xreplace({part: temp})
+        yield part, expr.xreplace({part: temp})
     if (expr.is_Add or expr.is_Mul) and len(expr.args) > 2:
         ordered = sorted(expr.args, key=sp.default_sort_key)
         half = max(2, len(ordered) // 2)
-        return expr.func(*ordered[:half]), expr.func(temp, *ordered[half:])
-    return None
+        yield expr.func(*ordered[:half]), expr.func(temp, *ordered[half:])
 
 
 def _wrap_note(note: str) -> list[str]:
@@ -225,6 +276,7 @@ def render(optimized: Optimized) -> str:
             for param in spec.params
         ],
         "inputs": input_docs,
+        "uses_rng": any(param.init not in ("zeros", "ones") for param in spec.params),
         "grad_docs": [f"{leaf.name}: {_shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt],
         "helpers": sorted(helpers),
         "forward": forward_block,

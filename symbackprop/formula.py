@@ -133,6 +133,8 @@ class _Reader:
 
     def _read_Constant(self, node: ast.Constant, depth: int) -> Term:
         value = node.value
+        if value is None:
+            return Ref("None", self.loc(node))  # only meaningful as `axis=None`
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
                 return Text(value, self.loc(node))
@@ -199,6 +201,10 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
         raise SpecError("the formula is empty", loc, node_name)
     offset = len(text) - len(text.lstrip())
     base = loc.shifted(offset)
+    for column, char in enumerate(source):
+        if not char.isascii():
+            # Python's parser NFKC-normalizes names: `ｘ` would silently mean `x`
+            raise SpecError(f"non-ASCII character {char!r} in a formula", base.shifted(column), node_name)
     try:
         tree = ast.parse(source.replace("\n", " "), mode="eval")
     except SyntaxError as err:

@@ -107,13 +107,16 @@ class ElementwiseFn:
     build: Callable[..., sp.Expr]
     tensor_args: int
     const_args: tuple[float, ...] = ()  # defaults of trailing constant arguments
+    # where a constant argument is allowed (tensors meet the domain at run time, as NaN)
+    domain: Callable[[float], bool] | None = None
+    domain_text: str = ""
 
 
 ELEMENTWISE: dict[str, ElementwiseFn] = {
     "exp": ElementwiseFn(sp.exp, 1),
-    "log": ElementwiseFn(sp.log, 1),
-    "log1p": ElementwiseFn(Log1p, 1),
-    "sqrt": ElementwiseFn(Sqrt, 1),
+    "log": ElementwiseFn(sp.log, 1, domain=lambda x: x > 0, domain_text="positive"),
+    "log1p": ElementwiseFn(Log1p, 1, domain=lambda x: x > -1, domain_text="above -1"),
+    "sqrt": ElementwiseFn(Sqrt, 1, domain=lambda x: x >= 0, domain_text="non-negative"),
     "abs": ElementwiseFn(sp.Abs, 1),
     "sin": ElementwiseFn(sp.sin, 1),
     "cos": ElementwiseFn(sp.cos, 1),

@@ -31,18 +31,10 @@ _FUNCTIONS: dict[type, str] = {
     fn.Maximum: "np.maximum",
     fn.Minimum: "np.minimum",
     fn.Sigmoid: "_sigmoid",
+    fn.Softplus: "_softplus",
 }
-_HELPER_FUNCTIONS = {fn.Sigmoid: "sigmoid"}
-
-# What each numerically stable rewrite does, for the comment above the line that uses it.
-STABILITY_NOTES = {
-    "softplus": "stable: softplus(x) = logaddexp(0, x), finite for any x",
-    "sigmoid": "stable: _sigmoid(x) = exp(-logaddexp(0, -x)), no overflow for any x",
-    "logsumexp": "stable: _logsumexp works around the max, so no exp overflows",
-    "softmax": "stable: _softmax shifts by the max, so no exp overflows",
-    "log_softmax": "stable: _log_softmax = x - logsumexp(x), shifted by the max",
-}
-
+# numerically stable rewrites live in module helpers whose docstrings say what they do
+_HELPER_FUNCTIONS = {fn.Sigmoid: "sigmoid", fn.Softplus: "softplus"}
 
 class NumpyPrinter(StrPrinter):
     printmethod = "_numpy_text"
@@ -50,22 +42,10 @@ class NumpyPrinter(StrPrinter):
     def __init__(self) -> None:
         super().__init__({"order": None})
         self.helpers_used: set[str] = set()
-        self.line_notes: list[str] = []  # stability notes of the line being printed
 
     def use_helper(self, name: str) -> None:
-        """Record a module helper the printed text calls."""
+        """Record a module helper the printed text calls (the module defines only those)."""
         self.helpers_used.add(name)
-        self.note_rewrite(name)
-
-    def note_rewrite(self, name: str) -> None:
-        """Record a numerically stable rewrite, for a comment above the line."""
-        note = STABILITY_NOTES.get(name)
-        if note and note not in self.line_notes:
-            self.line_notes.append(note)
-
-    def take_line_notes(self) -> list[str]:
-        notes, self.line_notes = self.line_notes, []
-        return notes
 
     # --- building blocks used by ops.py ------------------------------------------------
 
@@ -231,9 +211,6 @@ class NumpyPrinter(StrPrinter):
     def _print_Relu(self, expr: sp.Function) -> str:
         return f"np.maximum({self._print(expr.args[0])}, 0)"
 
-    def _print_Softplus(self, expr: sp.Function) -> str:
-        self.note_rewrite("softplus")
-        return self.call("np.logaddexp", expr.args, raw_args=["0"])
 
     def _print_LeakyRelu(self, expr: sp.Function) -> str:
         x, slope = expr.args

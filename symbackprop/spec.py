@@ -129,6 +129,8 @@ class Spec:
     predict: str | None
     file_name: str
     sha256: str
+    name_loc: Loc | None = None
+    predict_loc: Loc | None = None
 
 
 def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecError:
@@ -372,6 +374,7 @@ def parse_spec(text: str, file: str) -> Spec:
     output = None
     output_loc = root.loc
     predict = None
+    predict_loc = root.loc
     if "layers" in fields:
         layered = _layers(fields, inputs, root)
         params = layered.params + params
@@ -397,6 +400,7 @@ def parse_spec(text: str, file: str) -> Spec:
         output = nodes[-1].name
     if "predict" in fields:
         predict = fields["predict"].value
+        predict_loc = fields["predict"].loc
         if not isinstance(predict, str):
             raise _fail("predict must name a node", fields["predict"])
     _check_unique(inputs, params, nodes)
@@ -413,6 +417,8 @@ def parse_spec(text: str, file: str) -> Spec:
         wrt_loc=wrt_loc,
         predict=predict,
         file_name=Path(file).name,
+        name_loc=fields["name"].loc,
+        predict_loc=predict_loc,
         sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
     )
 
