@@ -1,0 +1,270 @@
+"""`symbackprop compile`: where it writes, --stdout, --check, bad specs, --version and --help.
+
+Most cases call `symbackprop.cli.main(argv)` in-process (fast); the ones about what a user
+sees from the shell (exit codes, no traceback, `python -m symbackprop`) run a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from symbackprop import __version__
+from symbackprop.cli import main
+from symbackprop.compiler import compile_spec
+from symbackprop.spec import load_spec
+from tests.support import EXAMPLES, ROOT
+
+GOOD = EXAMPLES / "seed_graph.yaml"
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "symbackprop", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def expected_module(spec: Path) -> str:
+    return compile_spec(load_spec(spec))
+
+
+def files_in(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+# --- compile, -o, --stdout ------------------------------------------------------------------
+
+
+def test_compile_writes_dir_name_py(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["compile", str(GOOD), str(EXAMPLES / "mlp.yaml"), "-o", str(out)]) == 0
+    assert files_in(out) == {
+        "seed_graph.py": expected_module(GOOD).encode(),
+        "mlp.py": expected_module(EXAMPLES / "mlp.yaml").encode(),
+    }
+    assert "seed_graph.py" in capsys.readouterr().out
+
+
+def test_compile_defaults_to_generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", str(GOOD)]) == 0
+    assert (tmp_path / "generated" / "seed_graph.py").read_text(
+        encoding="utf-8"
+    ) == expected_module(GOOD)
+
+
+def test_compile_names_the_module_after_the_spec_not_the_file(tmp_path: Path) -> None:
+    renamed = tmp_path / "whatever.yaml"
+    renamed.write_bytes(GOOD.read_bytes())
+    assert main(["compile", str(renamed), "-o", str(tmp_path / "out")]) == 0
+    assert files_in(tmp_path / "out").keys() == {"seed_graph.py"}
+
+
+def test_stdout_prints_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", "--stdout", str(GOOD), "-o", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out == expected_module(GOOD)
+    assert files_in(tmp_path) == {}
+
+
+def test_compile_through_python_dash_m(tmp_path: Path) -> None:
+    completed = run_cli("compile", str(GOOD), "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "out" / "seed_graph.py").read_text(encoding="utf-8") == expected_module(GOOD)
+
+
+# --- --check ----------------------------------------------------------------------------
+
+
+def test_check_passes_when_fresh(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["compile", str(GOOD), "-o", str(out)]) == 0
+    before = files_in(out)
+    assert main(["compile", "--check", str(GOOD), "-o", str(out)]) == 0
+    assert files_in(out) == before
+
+
+@pytest.mark.parametrize("stale", ["edited", "missing"])
+def test_check_fails_when_stale_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stale: str
+) -> None:
+    out = tmp_path / "out"
+    assert main(["compile", str(GOOD), str(EXAMPLES / "gates.yaml"), "-o", str(out)]) == 0
+    if stale == "edited":
+        (out / "seed_graph.py").write_text("# edited by hand\n", encoding="utf-8")
+    else:
+        (out / "seed_graph.py").unlink()
+    before = files_in(out)
+    capsys.readouterr()
+    assert (
+        main(["compile", "--check", str(GOOD), str(EXAMPLES / "gates.yaml"), "-o", str(out)]) == 1
+    )
+    printed = capsys.readouterr()
+    assert "seed_graph.py" in printed.err + printed.out
+    assert "gates.py" not in printed.err + printed.out, "only the stale file is named"
+    assert files_in(out) == before
+
+
+def test_check_exit_code_through_python_dash_m(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "seed_graph.py").write_text("stale\n", encoding="utf-8")
+    completed = run_cli("compile", "--check", str(GOOD), "-o", "out", cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "seed_graph.py" in completed.stderr + completed.stdout
+    assert (tmp_path / "out" / "seed_graph.py").read_text(encoding="utf-8") == "stale\n"
+
+
+# --- bad specs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadSpec:
+    kind: str
+    text: str
+    at: str  # the text the error points at: its line (and, with `exact`, its column)
+    node: str | None  # the node the message names, where there is one
+    exact: bool = False
+
+
+BAD_SPECS = [
+    BadSpec(
+        "unknown name",
+        "name: bad\ninputs: {a: []}\nnodes:\n  c: a + q\noutput: c\nwrt: [a]\n",
+        "q\n",
+        "c",
+        exact=True,
+    ),
+    BadSpec(
+        "syntax error",
+        "name: bad\ninputs: {a: []}\nnodes:\n  c: a + * 2\noutput: c\nwrt: [a]\n",
+        "a + * 2",
+        "c",
+    ),
+    BadSpec(
+        "shape mismatch",
+        "name: bad\ninputs: {a: [3, 4], b: [5, 6]}\nnodes:\n  c: sum(a @ b)\noutput: c\nwrt: [a]\n",
+        "sum(a @ b)",
+        "c",
+    ),
+    BadSpec(
+        "non-scalar output",
+        "name: bad\ninputs: {a: [3]}\nnodes:\n  c: a * 2\noutput: c\nwrt: [a]\n",
+        "c\nwrt",
+        None,
+    ),
+    BadSpec(
+        "unknown function",
+        "name: bad\ninputs: {a: []}\nnodes:\n  c: foo(a)\noutput: c\nwrt: [a]\n",
+        "foo(a)",
+        "c",
+        exact=True,
+    ),
+    BadSpec("bad YAML", "name: bad\ninputs: {a: [}\nnodes:\n  c: a\n", "inputs", None),
+    BadSpec(
+        "bad layer activation",
+        "name: bad\ninputs: {x: [batch, 3], y: [batch, 2]}\nlayers:\n"
+        "  - {dense: 2, activation: 'x * nope'}\nloss: {mse: y}\n",
+        "nope'",
+        "h1",
+        exact=True,
+    ),
+]
+
+
+def line_col(text: str, at: str) -> tuple[int, int]:
+    offset = text.index(at)
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def check_error_message(stderr: str, bad: BadSpec, file: str) -> None:
+    line, col = line_col(bad.text, bad.at)
+    match = re.search(rf"{re.escape(file)}:(\d+):(\d+): ", stderr)
+    assert match, f"no `{file}:line:col:` in {stderr!r}"
+    assert int(match[1]) == line, stderr
+    if bad.exact:
+        assert int(match[2]) == col, stderr
+    if bad.node is not None:
+        assert f"'{bad.node}'" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("bad", BAD_SPECS, ids=lambda bad: bad.kind)
+def test_bad_spec_exits_2_with_location(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: BadSpec
+) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(bad.text, encoding="utf-8")
+    assert main(["compile", str(spec), "-o", str(tmp_path / "out")]) == 2
+    check_error_message(capsys.readouterr().err, bad, "bad.yaml")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", [BAD_SPECS[0], BAD_SPECS[5]], ids=lambda bad: bad.kind)
+def test_bad_spec_through_python_dash_m(tmp_path: Path, bad: BadSpec) -> None:
+    (tmp_path / "bad.yaml").write_text(bad.text, encoding="utf-8")
+    completed = run_cli("compile", "bad.yaml", "-o", "out", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("symbackprop: bad.yaml:"), completed.stderr
+    check_error_message(completed.stderr, bad, "bad.yaml")
+    assert completed.stdout == ""
+
+
+def test_one_bad_spec_writes_nothing(tmp_path: Path) -> None:
+    """Several specs, one bad: no new file, and an existing output stays byte-identical."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seed_graph.py").write_bytes(b"# an older version\n")
+    (tmp_path / "bad.yaml").write_text(BAD_SPECS[0].text, encoding="utf-8")
+    specs = [str(GOOD), str(tmp_path / "bad.yaml"), str(EXAMPLES / "gates.yaml")]
+    assert main(["compile", *specs, "-o", str(out)]) == 2
+    assert files_in(out) == {"seed_graph.py": b"# an older version\n"}
+
+
+def test_missing_spec_file_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compile", str(tmp_path / "nowhere.yaml"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere.yaml" in err and "Traceback" not in err
+
+
+# --- --version and --help ---------------------------------------------------------------
+
+
+def test_version(tmp_path: Path) -> None:
+    completed = run_cli("--version", cwd=tmp_path)
+    assert completed.returncode == 0
+    assert completed.stdout.strip() == f"symbackprop {__version__}"
+
+
+def test_compile_help(tmp_path: Path) -> None:
+    completed = run_cli("compile", "--help", cwd=tmp_path)
+    assert completed.returncode == 0
+    for option in ("--check", "--stdout", "-o"):
+        assert option in completed.stdout
+
+
+def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"symbackprop {__version__}"
