@@ -1,0 +1,266 @@
+"""Every emitted module is lint-clean: `ruff check` (E, F, W, B, UP) and `ruff format --check`.
+
+Checked with the ruff pinned in pyproject's test extra, `--isolated` at ruff's default line
+length: a user's repository lints generated code with its own settings, not ours. Covered:
+every example, and specs that reach the corners of the emitter: every layer activation,
+every loss in both reductions, reductions along axes, names long enough to force long
+lines, a single gradient, params that all start at zero, a long spec file name.
+
+Everything is compiled into one folder and ruff runs twice over it, not once per module.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from symbackprop.compiler import compile_spec, compile_text
+from tests.support import EXAMPLES, ROOT, example_spec
+
+EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
+RULES = "E,F,W,B,UP"
+LINE_LENGTH = "88"  # ruff's default: what a repository without settings checks
+
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax")
+LOSSES = {"mse": "mse", "sce": "softmax_cross_entropy", "bce": "binary_cross_entropy_with_logits"}
+
+
+def _activation_spec(name: str, activation: str) -> str:
+    return f"""
+name: {name}
+inputs: {{x: [batch, 4], y: [batch, 5]}}
+layers:
+  - {{dense: 5, activation: "{activation}"}}
+  - {{dense: 5, activation: "{activation}"}}
+loss: {{mse: y}}
+"""
+
+
+def _loss_spec(name: str, loss: str, reduction: str) -> str:
+    labels = "{shape: [batch], dtype: int64}" if loss == "softmax_cross_entropy" else "[batch, 3]"
+    return f"""
+name: {name}
+inputs: {{x: [batch, 4], y: {labels}}}
+layers:
+  - {{dense: 3}}
+loss: {{{loss}: y, reduction: {reduction}}}
+"""
+
+
+AXES_SPEC = """
+name: reductions_with_axes
+inputs: {x: [batch, 5, 3], v: [3]}
+params: {w: [5, 3]}
+nodes:
+  t: x * w + v
+  a: sum(t, axis=0)
+  b: mean(t, axis=(0, 2))
+  c: max(t, axis=-1)
+  d: logsumexp(t, axis=1)
+  p: softmax(t, axis=1)
+  q: log_softmax(t, axis=0)
+  loss: sum(a * w) + sum(b) + mean(c) + sum(d) + sum(p * q) + max(t) + logsumexp(t)
+output: loss
+wrt: [w, v]
+"""
+
+LONG_SPEC = """
+name: long_formulas
+inputs: {x: [batch, 6], y: [batch, 6]}
+params: {alpha_weight: [6, 6], beta_weight: [6, 6], gamma_weight: [6]}
+nodes:
+  first_long_intermediate_value: >-
+    sigmoid(x) @ alpha_weight + tanh(x * gamma_weight) @ beta_weight + exp(-x * x) @ alpha_weight
+    + log1p(x * x) * gamma_weight - softplus(gamma_weight * x - 1) / (1 + x * x)
+  second_long_intermediate_value: >-
+    maximum(first_long_intermediate_value, y) * minimum(first_long_intermediate_value, x)
+    + sqrt(1 + first_long_intermediate_value ** 2) * leaky_relu(y - x, 0.2) * abs(x - y)
+  loss: >-
+    mean((second_long_intermediate_value - y) ** 2)
+    + binary_cross_entropy_with_logits(first_long_intermediate_value, sigmoid(y))
+output: loss
+"""
+
+SINGLE_WRT_SPEC = """
+name: single_wrt
+inputs: {x: [3]}
+params: {w: [3, 3]}
+nodes:
+  loss: sum(tanh(w @ x))
+"""
+
+ZERO_INIT_SPEC = """
+name: zero_init
+inputs: {x: [3]}
+params: {w: [3], b: [3]}
+nodes:
+  loss: sum(w * x + b)
+"""
+
+LONG_FILE_NAME = "a_spec_file_with_a_rather_long_and_descriptive_name"
+LONG_FILE_SPEC = """
+name: long_file_name
+inputs: {x: [3]}
+params: {w: [3, 3], b: [3]}
+nodes:
+  loss: sum(w @ x + b)
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One spec to lint, and the compiler bugs (found by this file) that make it fail."""
+
+    name: str
+    source: Callable[[], str]
+    check_bug: str = ""  # why `ruff check` fails, until the compiler is fixed
+    format_bug: str = ""  # why `ruff format --check` fails
+
+    def param(self, bug: str) -> object:
+        marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+        return pytest.param(self, id=self.name, marks=marks)
+
+
+def _text(name: str, text: str, file: str | None = None, **bugs: str) -> Case:
+    return Case(name, lambda: compile_text(text, f"{file or name}.yaml"), **bugs)
+
+
+CASES = [
+    *(Case(name, lambda name=name: compile_spec(example_spec(name))) for name in EXAMPLE_NAMES),
+    *(
+        _text(f"activation_{name}", _activation_spec(f"activation_{name}", name))
+        for name in ACTIVATIONS
+    ),
+    _text("activation_mish", _activation_spec("activation_mish", "x * tanh(softplus(x))")),
+    *(
+        _text(
+            f"loss_{short}_{reduction}",
+            _loss_spec(f"loss_{short}_{reduction}", loss, reduction),
+        )
+        for short, loss in LOSSES.items()
+        for reduction in ("mean", "sum")
+    ),
+    _text("reductions_with_axes", AXES_SPEC),
+    _text("long_formulas", LONG_SPEC),
+    _text("single_wrt", SINGLE_WRT_SPEC),
+    _text("zero_init", ZERO_INIT_SPEC),
+    _text(
+        "long_file_name",
+        LONG_FILE_SPEC,
+        LONG_FILE_NAME,
+        check_bug="E501: the header lines naming the spec file are not wrapped",
+    ),
+]
+
+
+def _pinned_ruff() -> str | None:
+    match = re.search(r'"ruff==([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return match.group(1) if match else None
+
+
+def _ruff_command() -> list[str]:
+    """`python -m ruff` (the pinned wheel), else a `ruff` on PATH; skip when none or off-pin."""
+    candidates = [[sys.executable, "-m", "ruff"]]
+    if shutil.which("ruff"):
+        candidates.append(["ruff"])
+    pinned = _pinned_ruff()
+    found = []
+    for command in candidates:
+        result = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, check=False
+        )
+        if result.returncode == 0:
+            version = result.stdout.split()[-1]
+            if pinned is None or version == pinned:
+                return command
+            found.append(version)
+    if found:
+        versions = ", ".join(found)
+        pytest.skip(
+            f"ruff {versions} found, but the tests pin ruff=={pinned}: pip install '.[test]'"
+        )
+    pytest.skip("ruff is not installed: pip install '.[test]' (it pins the ruff version)")
+
+
+Findings = dict[str, list[str]]
+
+
+def _check_findings(output: str) -> Findings:
+    """`ruff check --output-format concise` lines, by module name."""
+    found: Findings = {}
+    for line in output.splitlines():
+        match = re.match(r"(\S+)\.py:\d+:\d+: ", line)
+        if match:
+            found.setdefault(Path(match.group(1)).name, []).append(line)
+    return found
+
+
+def _format_findings(diff: str) -> Findings:
+    """`ruff format --diff` output cut into one diff per module."""
+    found: Findings = {}
+    current: list[str] = []
+    for line in diff.splitlines():
+        match = re.match(r"--- (\S+)\.py$", line)
+        if match:
+            current = found.setdefault(Path(match.group(1)).name, [])
+        current.append(line)
+    return found
+
+
+def _ruff(ruff: list[str], *args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [*ruff, *args, "--isolated", "--line-length", LINE_LENGTH, "."],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr  # 2: ruff itself failed
+    return result.stdout
+
+
+Lint = Callable[[str], tuple[list[str], list[str]]]
+
+
+@pytest.fixture(scope="module")
+def lint(tmp_path_factory: pytest.TempPathFactory) -> Lint:
+    """lint(name): (ruff check findings, ruff format diff) of one emitted module."""
+    ruff = _ruff_command()
+    folder = tmp_path_factory.mktemp("emitted")
+    crashes: Findings = {}
+    for case in CASES:
+        try:
+            (folder / f"{case.name}.py").write_text(case.source(), encoding="utf-8")
+        except Exception as err:  # one crash must not hide the lint of every other module
+            crashes[case.name] = [f"the compiler crashed: {type(err).__name__}: {err}"]
+    checked = _check_findings(
+        _ruff(ruff, "check", "--select", RULES, "--output-format", "concise", cwd=folder)
+    )
+    formatted = _format_findings(_ruff(ruff, "format", "--check", "--diff", cwd=folder))
+    return lambda name: (
+        crashes.get(name) or checked.get(name, []),
+        crashes.get(name) or formatted.get(name, []),
+    )
+
+
+@pytest.mark.parametrize("case", [case.param(case.check_bug) for case in CASES])
+def test_emitted_module_passes_ruff_check(lint: Lint, case: Case) -> None:
+    findings, _ = lint(case.name)
+    assert not findings, "\n".join(findings)
+
+
+@pytest.mark.parametrize("case", [case.param(case.format_bug) for case in CASES])
+def test_emitted_module_is_ruff_formatted(lint: Lint, case: Case) -> None:
+    _, diff = lint(case.name)
+    assert not diff, "\n".join(diff)
+
+
+def test_every_example_is_linted() -> None:
+    assert {case.name for case in CASES} >= set(EXAMPLE_NAMES)
