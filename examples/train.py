@@ -27,7 +27,9 @@ def load_module(path: Path) -> ModuleType:
     return module
 
 
-def synthetic_batch(module: ModuleType, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    module: ModuleType, rng: np.random.Generator, batch: int
+) -> dict[str, np.ndarray]:
     names = list(module.INPUTS)
     first_shape, _ = module.INPUTS[names[0]]
     width = first_shape[-1] if first_shape else 1

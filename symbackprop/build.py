@@ -84,7 +84,7 @@ class _NodeLowering:
         return Val(value, TensorType((), "const"))
 
     def _lower_Text(self, term: fm.Text) -> Val:
-        raise self.fail("a string is only allowed as `reduction=\"mean\"` or `\"sum\"`", term.loc)
+        raise self.fail('a string is only allowed as `reduction="mean"` or `"sum"`', term.loc)
 
     def _lower_Seq(self, term: fm.Seq) -> Val:
         raise self.fail("a tuple is only allowed as `axis=`", term.loc)
@@ -127,7 +127,9 @@ class _NodeLowering:
 
     def _positional(self, term: fm.Call, count: int) -> list[Val]:
         if len(term.args) != count:
-            raise self.fail(f"{term.func} takes {count} argument(s), not {len(term.args)}", term.loc)
+            raise self.fail(
+                f"{term.func} takes {count} argument(s), not {len(term.args)}", term.loc
+            )
         return [self.lower(arg) for arg in term.args]
 
     def _keywords(self, term: fm.Call, allowed: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +162,9 @@ class _NodeLowering:
             raise self.fail(f"{what} mixes dtypes {' and '.join(sorted(dtypes))}", loc)
         return dtypes.pop() if dtypes else "const"
 
-    def _elementwise(self, build: Callable[..., sp.Expr], vals: list[Val], what: str, loc: Loc) -> Val:
+    def _elementwise(
+        self, build: Callable[..., sp.Expr], vals: list[Val], what: str, loc: Loc
+    ) -> Val:
         dtype = self._check_float(vals, what, loc)
         shape = broadcast_shapes(*(val.type.shape for val in vals))
         if shape is None:
@@ -188,13 +192,18 @@ class _NodeLowering:
         constants = list(spec.const_args)
         for index, arg in enumerate(term.args[spec.tensor_args :]):
             if not isinstance(arg, fm.Num):
-                raise self.fail(f"argument {spec.tensor_args + index + 1} of {term.func} must be a number", arg.loc)
+                raise self.fail(
+                    f"argument {spec.tensor_args + index + 1} of {term.func} must be a number",
+                    arg.loc,
+                )
             constants[index] = arg.value
         if term.func == "leaky_relu" and not 0 <= constants[0] < 1:
             raise self.fail("the slope of leaky_relu must be in [0, 1)", term.loc)
 
         def build(*exprs: sp.Expr) -> sp.Expr:
-            return spec.build(*exprs, *(sp.Float(c) if isinstance(c, float) else sp.Integer(c) for c in constants))
+            return spec.build(
+                *exprs, *(sp.Float(c) if isinstance(c, float) else sp.Integer(c) for c in constants)
+            )
 
         return self._elementwise(build, tensors, term.func, term.loc)
 
@@ -214,7 +223,9 @@ class _NodeLowering:
         except ShapeError as err:
             raise self.fail(str(err), loc) from None
         operands = [self.materialize(val, loc) for val in vals]
-        node = self.builder.add_op(self.owner, op.make(*operands, attrs=attrs), result, loc, anonymous=True)
+        node = self.builder.add_op(
+            self.owner, op.make(*operands, attrs=attrs), result, loc, anonymous=True
+        )
         return Val(node.symbol, result, (node.symbol,))
 
 
@@ -235,7 +246,9 @@ def _same_shape(lowering: _NodeLowering, term: fm.Call, a: Val, b: Val) -> None:
         )
 
 
-def _elementwise_loss(pointwise: Callable[[sp.Expr, sp.Expr], sp.Expr]) -> Callable[[_NodeLowering, fm.Call], Val]:
+def _elementwise_loss(
+    pointwise: Callable[[sp.Expr, sp.Expr], sp.Expr],
+) -> Callable[[_NodeLowering, fm.Call], Val]:
     def lower(lowering: _NodeLowering, term: fm.Call) -> Val:
         (pred, target), reduction = _loss_reduction(lowering, term, 2)
         _same_shape(lowering, term, pred, target)
@@ -278,7 +291,9 @@ class Builder:
         self.counters[owner] = index + 1
         return f"t_{owner}_{index}"
 
-    def add_op(self, owner: str, expr: sp.Expr, type_: TensorType, loc: Loc, anonymous: bool) -> Node:
+    def add_op(
+        self, owner: str, expr: sp.Expr, type_: TensorType, loc: Loc, anonymous: bool
+    ) -> Node:
         sym = symbol(self.fresh_name(owner))
         free = [s for s in expr.free_symbols if s in self.graph.by_symbol]
         operands = tuple(sorted(free, key=lambda s: self.graph[s].index))  # type: ignore[index]
@@ -286,10 +301,18 @@ class Builder:
 
     def build(self) -> Program:
         for spec_input in self.spec.inputs:
-            self._leaf(spec_input.name, TensorType(spec_input.shape, spec_input.dtype), "input", spec_input.loc)
+            self._leaf(
+                spec_input.name,
+                TensorType(spec_input.shape, spec_input.dtype),
+                "input",
+                spec_input.loc,
+            )
         for param in self.spec.params:
             self._leaf(param.name, TensorType(param.shape, self.spec.dtype), "param", param.loc)
-        parsed = {node.name: fm.parse_formula(node.formula, node.loc, node.name) for node in self.spec.nodes}
+        parsed = {
+            node.name: fm.parse_formula(node.formula, node.loc, node.name)
+            for node in self.spec.nodes
+        }
         ordered = _topological(self.spec.nodes, parsed)
         self.pending = {node.name for node in self.spec.nodes}
         for spec_node in ordered:
@@ -313,7 +336,11 @@ class Builder:
         lowering = _NodeLowering(self, spec_node)
         val = lowering.lower(term)
         if val.type.dtype.startswith("int"):
-            raise SpecError("a node must compute floats (integer inputs are labels)", spec_node.loc, spec_node.name)
+            raise SpecError(
+                "a node must compute floats (integer inputs are labels)",
+                spec_node.loc,
+                spec_node.name,
+            )
         expr = val.expr
         node = self.graph.by_symbol.get(expr) if isinstance(expr, sp.Symbol) else None
         if node is not None and node.anonymous and node.owner == spec_node.name:
@@ -322,7 +349,9 @@ class Builder:
         else:
             if val.type.dtype == "const" or _shape_lost(self.graph, val):
                 expr = _filled(lowering, val, spec_node.loc)
-            type_ = TensorType(val.type.shape, self.spec.dtype if val.type.dtype == "const" else val.type.dtype)
+            type_ = TensorType(
+                val.type.shape, self.spec.dtype if val.type.dtype == "const" else val.type.dtype
+            )
             node = self.add_op(spec_node.name, expr, type_, spec_node.loc, anonymous=False)
             self.counters[spec_node.name] -= 1
             self._rename(node, spec_node.name)
@@ -359,16 +388,22 @@ class Builder:
             sym = self._named(name, self.spec.wrt_loc, "wrt")
             node = self.graph[sym]
             if node.kind == "op":
-                raise SpecError(f"wrt names node {name!r}: list inputs or params", self.spec.wrt_loc)
+                raise SpecError(
+                    f"wrt names node {name!r}: list inputs or params", self.spec.wrt_loc
+                )
             if not node.type.is_float:
-                raise SpecError(f"wrt names {name!r}, an integer input: it has no gradient", self.spec.wrt_loc)
+                raise SpecError(
+                    f"wrt names {name!r}, an integer input: it has no gradient", self.spec.wrt_loc
+                )
             result.append(sym)
         return tuple(result)
 
     def _predict(self) -> sp.Symbol | None:
         if self.spec.predict is None:
             return None
-        return self._named(self.spec.predict, self.spec.predict_loc or self.spec.output_loc, "predict")
+        return self._named(
+            self.spec.predict, self.spec.predict_loc or self.spec.output_loc, "predict"
+        )
 
 
 def _shape_lost(graph: Graph, val: Val) -> bool:

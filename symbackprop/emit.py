@@ -80,16 +80,16 @@ def _shape_text(shape: tuple[object, ...]) -> str:
     return "[" + ", ".join(str(dim) for dim in shape) + "]"
 
 
-def _init_text(param: ParamSpec) -> str:
-    shape = f'PARAMS["{param.name}"]'  # not a literal: a width change stays in PARAMS
-    args = dict(param.init_args)
-    if param.init in ("zeros", "ones"):
-        return f"np.{param.init}({shape}, dtype=DTYPE)"
-    if param.init == "normal":
-        return f"rng.normal({args.get('mean', 0.0)!r}, {args.get('std', 1.0)!r}, size={shape}).astype(DTYPE)"
-    if param.init == "uniform":
-        return f"rng.uniform({args.get('low', -1.0)!r}, {args.get('high', 1.0)!r}, size={shape}).astype(DTYPE)"
-    return f"_{param.init}(rng, {shape})"
+_INIT_DEFAULTS = {
+    "normal": (("mean", 0.0), ("std", 1.0)),
+    "uniform": (("low", -1.0), ("high", 1.0)),
+}
+
+
+def _init_args(param: ParamSpec) -> list[str]:
+    """The two numbers of a normal or uniform init, as Python literals."""
+    given = dict(param.init_args)
+    return [repr(given.get(key, default)) for key, default in _INIT_DEFAULTS.get(param.init, ())]
 
 
 class _LinePrinter:
@@ -167,12 +167,16 @@ def _fits(target: sp.Symbol, expr: sp.Expr, text: str) -> bool:
     return _fits_one_line(target, text) or bool(_wrap_kind(expr, text))
 
 
-def _splits(expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter) -> Iterator[tuple[sp.Expr, sp.Expr]]:
+def _splits(
+    expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter
+) -> Iterator[tuple[sp.Expr, sp.Expr]]:
     """Ways to move part of `expr` to a line of its own, as (part, `expr` with `temp` in its
     place): the longest argument first, then the first half of a long sum or product."""
     candidates = [arg for arg in expr.args if not arg.is_Atom and not isinstance(arg, Attr)]
     if candidates:
-        part = max(candidates, key=lambda arg: (len(printer.doprint(arg)), sp.default_sort_key(arg)))
+        part = max(
+            candidates, key=lambda arg: (len(printer.doprint(arg)), sp.default_sort_key(arg))
+        )
         yield part, expr.xreplace({part: temp})
     if (expr.is_Add or expr.is_Mul) and len(expr.args) > 2:
         ordered = sorted(expr.args, key=sp.default_sort_key)
@@ -182,7 +186,9 @@ def _splits(expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter) -> Iterator[t
 
 def _wrap_note(note: str) -> list[str]:
     width = LINE_LIMIT - INDENT - 2
-    return textwrap.wrap(note, width=width, subsequent_indent="    ", break_on_hyphens=False) or [note]
+    return textwrap.wrap(note, width=width, subsequent_indent="    ", break_on_hyphens=False) or [
+        note
+    ]
 
 
 def _used_names(statements: list[Statement]) -> set[str]:
@@ -206,8 +212,14 @@ def render(optimized: Optimized) -> str:
             grads.append(Line(leaf.name, f"np.zeros_like({leaf.name})"))
         else:
             grads.append(Line(leaf.name, d.name))
-    backward_used = _used_names(optimized.backward) | {line.text for line in grads if not line.text.startswith("np.")}
-    saved = [name for name in leaf_names + [s.target.name for s in optimized.forward] if name in backward_used]
+    backward_used = _used_names(optimized.backward) | {
+        line.text for line in grads if not line.text.startswith("np.")
+    }
+    saved = [
+        name
+        for name in leaf_names + [s.target.name for s in optimized.forward]
+        if name in backward_used
+    ]
     saved += [name for name in zero_leaves if name not in saved]
     seed = optimized.backward_info.seed.name
     seed_used = seed in backward_used
@@ -242,7 +254,9 @@ def render(optimized: Optimized) -> str:
     if program.predict is not None:
         wanted = passes_closure(optimized.forward, program.predict)
         predict_lines = [line for line in forward_lines if line.target in wanted]
-        reads = _used_names([s for s in optimized.forward if s.target.name in wanted]) | {program.predict.name}
+        reads = _used_names([s for s in optimized.forward if s.target.name in wanted]) | {
+            program.predict.name
+        }
         inputs = [item.name for item in spec.inputs if item.name in reads]
         predict = _PredictBlock(
             setup=setup(reads - forward_names),
@@ -271,13 +285,15 @@ def render(optimized: Optimized) -> str:
                 "shape_text": _shape_text(param.shape),
                 "shape_literal": _shape_literal(param.shape),
                 "init": param.init,
-                "init_text": _init_text(param),
+                "init_args": _init_args(param),
             }
             for param in spec.params
         ],
         "inputs": input_docs,
         "uses_rng": any(param.init not in ("zeros", "ones") for param in spec.params),
-        "grad_docs": [f"{leaf.name}: {_shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt],
+        "grad_docs": [
+            f"{leaf.name}: {_shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt
+        ],
         "helpers": sorted(helpers),
         "forward": forward_block,
         "saved": saved,

@@ -176,7 +176,12 @@ class _Reader:
             raise self.fail(f"constant arithmetic fails: {err}", node) from None
         if isinstance(value, complex) or not math.isfinite(value):
             raise self.fail("constant arithmetic gives a non-finite or complex number", node)
-        if isinstance(left, int) and isinstance(right, int) and value == int(value) and abs(value) < 2**53:
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and value == int(value)
+            and abs(value) < 2**53
+        ):
             return int(value)
         return value
 
@@ -195,7 +200,9 @@ class _Reader:
 def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
     """Parse one formula; `loc` is where its first character sits in the spec file."""
     if len(text) > MAX_FORMULA_CHARS:
-        raise SpecError(f"the formula is longer than {MAX_FORMULA_CHARS} characters", loc, node_name)
+        raise SpecError(
+            f"the formula is longer than {MAX_FORMULA_CHARS} characters", loc, node_name
+        )
     source = text.strip()
     if not source:
         raise SpecError("the formula is empty", loc, node_name)
@@ -204,7 +211,9 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
     for column, char in enumerate(source):
         if not char.isascii():
             # Python's parser NFKC-normalizes names: `ｘ` would silently mean `x`
-            raise SpecError(f"non-ASCII character {char!r} in a formula", base.shifted(column), node_name)
+            raise SpecError(
+                f"non-ASCII character {char!r} in a formula", base.shifted(column), node_name
+            )
     try:
         tree = ast.parse(source.replace("\n", " "), mode="eval")
     except SyntaxError as err:

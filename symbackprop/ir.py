@@ -58,7 +58,9 @@ def broadcast_shapes(*shapes: Shape) -> Shape | None:
     rank = max((len(shape) for shape in shapes), default=0)
     result: list[Dim] = []
     for axis in range(rank):
-        dims = {shape[axis - rank + len(shape)] for shape in shapes if axis - rank + len(shape) >= 0}
+        dims = {
+            shape[axis - rank + len(shape)] for shape in shapes if axis - rank + len(shape) >= 0
+        }
         dims.discard(1)
         if len(dims) > 1:
             return None
@@ -70,9 +72,7 @@ def reduced_axes(small: Shape, big: Shape) -> tuple[tuple[int, ...], tuple[int, 
     """Axes to sum an adjoint of shape `big` over to get `small`: (leading axes, size-1 axes)."""
     lead = len(big) - len(small)
     kept = tuple(
-        axis + lead
-        for axis, dim in enumerate(small)
-        if dim == 1 and big[axis + lead] != 1
+        axis + lead for axis, dim in enumerate(small) if dim == 1 and big[axis + lead] != 1
     )
     return tuple(range(lead)), kept
 

@@ -13,10 +13,11 @@ import sympy as sp
 
 from .ir import Statement, symbol
 
-
 # a temporary's name in a note, also right after the `dL/d` of an adjoint
 # (also as the `d<name>` of a local derivative such as `dt_loss_0/dp`)
-_TEMP_NAME = re.compile(r"(?:(?<=dL/d)|(?<=/d)|(?<= d)|(?<![A-Za-z0-9_]))(?:d_)?(?:t|_cse)_[A-Za-z0-9_]+")
+_TEMP_NAME = re.compile(
+    r"(?:(?<=dL/d)|(?<=/d)|(?<= d)|(?<![A-Za-z0-9_]))(?:d_)?(?:t|_cse)_[A-Za-z0-9_]+"
+)
 
 
 class Namer:

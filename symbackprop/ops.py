@@ -226,7 +226,10 @@ class Reduction(TensorOp):
 
     @classmethod
     def attrs_from(cls, types: list[TensorType], keywords: dict[str, Any]) -> tuple[Any, ...]:
-        return (_normalize_axes(keywords["axis"], len(types[0].shape), cls.language_name or ""), False)
+        return (
+            _normalize_axes(keywords["axis"], len(types[0].shape), cls.language_name or ""),
+            False,
+        )
 
     @classmethod
     def infer(cls, types: list[TensorType], axes: Any, keepdims: bool) -> TensorType:
@@ -270,7 +273,8 @@ class ReduceMean(Reduction):
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         count = Count.make(self.args[0], attrs=(self.attrs[0],))
-        return f"{super()._numpy_text(printer)} / {printer.parenthesize(count, PRECEDENCE['Mul'], strict=True)}"
+        divisor = printer.parenthesize(count, PRECEDENCE["Mul"], strict=True)
+        return f"{super()._numpy_text(printer)} / {divisor}"
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (x,) = ctx.operands
@@ -325,7 +329,9 @@ class _AxisOp(TensorOp):
         return TensorType(types[0].shape, _float_operands(types, cls.language_name or ""))
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        return printer.call("_" + (self.language_name or ""), self.args[:1], {"axis": self.attrs[0]})
+        return printer.call(
+            "_" + (self.language_name or ""), self.args[:1], {"axis": self.attrs[0]}
+        )
 
 
 class Softmax(_AxisOp):
@@ -351,7 +357,9 @@ class LogSoftmax(_AxisOp):
             labels, scale = fused
             grad = ProbsMinusOneHot(out, labels, -scale)  # scale is -dL/dloss / n
             (logits,) = ctx.operands
-            loss = ", ".join(sorted(s.name[2:] for s in scale.free_symbols if s.name.startswith("d_")))
+            loss = ", ".join(
+                sorted(s.name[2:] for s in scale.free_symbols if s.name.startswith("d_"))
+            )
             per = " / n" if scale.atoms(Count) else ""
             note = f"(softmax({logits}) - one_hot({labels})) * dL/d{loss}{per} (fused log_softmax)"
             return ((grad, note),)
@@ -403,7 +411,10 @@ class NegLogLikelihood(TensorOp):
         (reduction,) = self.attrs
         scale = -ctx.d if reduction == "sum" else -ctx.d / Count.make(labels, attrs=(None,))
         grad = OneHot(labels, ctx.operands[0]) * scale
-        return ((grad, f"-one_hot({labels}) * dL/d{ctx.out}" + (" / n" if reduction != "sum" else "")), None)
+        return (
+            (grad, f"-one_hot({labels}) * dL/d{ctx.out}" + (" / n" if reduction != "sum" else "")),
+            None,
+        )
 
     helpers = ("picked",)
 
@@ -524,5 +535,9 @@ class Fill(TensorOp):
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         value, *sources = self.args
-        shape = printer.call("np.broadcast_shapes", [ShapeOf(source) for source in sources]) if sources else "()"
+        shape = (
+            printer.call("np.broadcast_shapes", [ShapeOf(source) for source in sources])
+            if sources
+            else "()"
+        )
         return printer.call("np.full", [], raw_args=[shape, printer.doprint(value), "dtype=DTYPE"])

@@ -36,6 +36,7 @@ _FUNCTIONS: dict[type, str] = {
 # numerically stable rewrites live in module helpers whose docstrings say what they do
 _HELPER_FUNCTIONS = {fn.Sigmoid: "sigmoid", fn.Softplus: "softplus"}
 
+
 class NumpyPrinter(StrPrinter):
     printmethod = "_numpy_text"
 
@@ -73,7 +74,9 @@ class NumpyPrinter(StrPrinter):
     ) -> str:
         parts = list(raw_args) + [self._print(arg) for arg in args]
         parts += [
-            f"{key}={self.literal(value)}" for key, value in (keywords or {}).items() if value is not None
+            f"{key}={self.literal(value)}"
+            for key, value in (keywords or {}).items()
+            if value is not None
         ]
         return f"{name}({', '.join(parts)})"
 
@@ -139,7 +142,11 @@ class NumpyPrinter(StrPrinter):
         numerator: list[sp.Expr] = []
         denominator: list[sp.Expr] = []
         if coeff != 1:
-            if isinstance(coeff, sp.Rational) and not coeff.is_Integer and sp.Rational(float(coeff)) != coeff:
+            if (
+                isinstance(coeff, sp.Rational)
+                and not coeff.is_Integer
+                and sp.Rational(float(coeff)) != coeff
+            ):
                 if coeff.p != 1:
                     numerator.append(sp.Integer(coeff.p))
                 denominator.append(sp.Integer(coeff.q))
@@ -147,7 +154,9 @@ class NumpyPrinter(StrPrinter):
                 numerator.append(coeff)
         for factor in sp.Mul.make_args(sp.Mul(*factors)) if factors else ():
             if factor.is_Pow and factor.exp.is_Rational and factor.exp.is_negative:
-                denominator.append(sp.Pow(factor.base, -factor.exp) if factor.exp != -1 else factor.base)
+                denominator.append(
+                    sp.Pow(factor.base, -factor.exp) if factor.exp != -1 else factor.base
+                )
             else:
                 numerator.append(factor)
         numerator = self._ordered_factors(numerator)
@@ -167,9 +176,13 @@ class NumpyPrinter(StrPrinter):
         if len(denominator) == 1:
             bottom = self.parenthesize(denominator[0], PRECEDENCE["Mul"], strict=True)
         else:
-            bottom = "(" + " * ".join(
-                self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in denominator
-            ) + ")"
+            bottom = (
+                "("
+                + " * ".join(
+                    self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in denominator
+                )
+                + ")"
+            )
         return f"{sign}{top} / {bottom}"
 
     def _ordered_factors(self, factors: list[sp.Expr]) -> list[sp.Expr]:
@@ -181,7 +194,9 @@ class NumpyPrinter(StrPrinter):
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         base, exponent = expr.as_base_exp()
         if exponent.is_Rational and exponent.is_negative:
-            return "1 / " + self.parenthesize(sp.Pow(base, -exponent), PRECEDENCE["Mul"], strict=True)
+            return "1 / " + self.parenthesize(
+                sp.Pow(base, -exponent), PRECEDENCE["Mul"], strict=True
+            )
         if exponent == sp.S.Half:
             return self.call("np.sqrt", [base])
         left = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
@@ -211,7 +226,6 @@ class NumpyPrinter(StrPrinter):
     def _print_Relu(self, expr: sp.Function) -> str:
         return f"np.maximum({self._print(expr.args[0])}, 0)"
 
-
     def _print_LeakyRelu(self, expr: sp.Function) -> str:
         x, slope = expr.args
         return self.call("np.maximum", [x, slope * x])
@@ -223,7 +237,9 @@ def _is_mask(factor: sp.Basic) -> bool:
 
 
 def _has_matmul(term: sp.Basic) -> bool:
-    return type(term).__name__ == "MatMul" or (term.is_Mul and any(type(f).__name__ == "MatMul" for f in term.args))
+    return type(term).__name__ == "MatMul" or (
+        term.is_Mul and any(type(f).__name__ == "MatMul" for f in term.args)
+    )
 
 
 def _is_simple_power_operand(expr: sp.Basic) -> bool:

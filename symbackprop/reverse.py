@@ -91,7 +91,12 @@ def _elementwise_adjoints(
 def _local_name(node: Node, operand: sp.Symbol) -> str:
     """`sigmoid'(s1)` for a node that applies one function to one operand, else `dh1/ds1`."""
     expr = node.expr
-    if isinstance(expr, sp.Function) and expr.args and expr.args[0] == operand and len(expr.free_symbols) == 1:
+    if (
+        isinstance(expr, sp.Function)
+        and expr.args
+        and expr.args[0] == operand
+        and len(expr.free_symbols) == 1
+    ):
         return f"{math_text(expr.func(*expr.args)).split('(')[0]}'({operand.name})"
     return f"d{node.name}/d{operand.name}"
 

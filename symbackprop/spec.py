@@ -204,14 +204,18 @@ def _inputs(node: YNode | None, dtype: str) -> list[InputSpec]:
                 input_dtype = _dtype(
                     fields["dtype"], (dtype, *INT_DTYPES), f"the dtype of input {name}"
                 )
-        result.append(InputSpec(name, _shape(shape_node, f"input {name}", True), input_dtype, value.loc))
+        result.append(
+            InputSpec(name, _shape(shape_node, f"input {name}", True), input_dtype, value.loc)
+        )
     return result
 
 
 def _reject_unknown(fields: dict[str, YNode], known: tuple[str, ...], what: str) -> None:
     for key, value in fields.items():
         if key not in known:
-            raise _fail(f"unknown key {key!r} in {what} (known: {', '.join(known)})", key_loc(value))
+            raise _fail(
+                f"unknown key {key!r} in {what} (known: {', '.join(known)})", key_loc(value)
+            )
 
 
 def _number(node: YNode, what: str) -> float:
@@ -242,7 +246,11 @@ def _params(node: YNode | None) -> list[ParamSpec]:
             shape_node = fields["shape"]
             if "init" in fields:
                 init = _dtype(fields["init"], INITS, f"the init of param {name}")
-            init_args = [(key, _number(fields[key], f"{key} of param {name}")) for key in extra if key in fields]
+            init_args = [
+                (key, _number(fields[key], f"{key} of param {name}"))
+                for key in extra
+                if key in fields
+            ]
         shape = _shape(shape_node, f"param {name}", False)
         if init is None:
             init = "zeros" if len(shape) <= 1 else "glorot_uniform"
@@ -268,7 +276,9 @@ def _nodes(node: YNode | None, aliases: tuple[tuple[str, str], ...]) -> list[Nod
     result = []
     for name, value in _expect_map(node, "nodes").items():
         check_identifier(name, key_loc(value), "node")
-        result.append(NodeSpec(name, _formula_text(value, f"node {name}"), _formula_loc(value), aliases))
+        result.append(
+            NodeSpec(name, _formula_text(value, f"node {name}"), _formula_loc(value), aliases)
+        )
     return result
 
 
@@ -296,7 +306,9 @@ def _layers(fields: dict[str, YNode], inputs: list[InputSpec], root: YNode) -> _
     else:
         raise _fail("the layers need an input", layers_node)
     if source_input.dtype not in FLOAT_DTYPES or not source_input.shape:
-        raise _fail(f"the layers' input {source_input.name} must be a float tensor", source_input.loc)
+        raise _fail(
+            f"the layers' input {source_input.name} must be a float tensor", source_input.loc
+        )
     width = source_input.shape[-1]
     if not isinstance(width, int):
         raise _fail(
@@ -384,7 +396,9 @@ def parse_spec(text: str, file: str) -> Spec:
     else:
         for key in ("input", "loss"):
             if key in fields:
-                raise _fail(f"`{key}` belongs to the layer form: add `layers`", key_loc(fields[key]))
+                raise _fail(
+                    f"`{key}` belongs to the layer form: add `layers`", key_loc(fields[key])
+                )
         aliases = ()
     nodes += _nodes(fields.get("nodes"), aliases)
     if "output" in fields:
@@ -428,7 +442,9 @@ def _check_unique(inputs: list[InputSpec], params: list[ParamSpec], nodes: list[
     for kind, items in (("input", inputs), ("param", params), ("node", nodes)):
         for item in items:
             if item.name in seen:
-                raise SpecError(f"{kind} {item.name!r} has the same name as a {seen[item.name]}", item.loc)
+                raise SpecError(
+                    f"{kind} {item.name!r} has the same name as a {seen[item.name]}", item.loc
+                )
             seen[item.name] = kind
 
 
@@ -459,5 +475,7 @@ def load_spec(path: str | Path) -> Spec:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SpecError(f"the spec is not UTF-8 text ({err.reason})", Loc(str(path), 1, 1)) from None
+        raise SpecError(
+            f"the spec is not UTF-8 text ({err.reason})", Loc(str(path), 1, 1)
+        ) from None
     return parse_spec(text, str(path))

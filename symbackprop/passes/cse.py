@@ -42,13 +42,17 @@ def common_subexpressions(
                 continue
             if not ready:
                 stack.append((item, True))
-                for dep in sorted(definitions[item].free_symbols - placed, key=_order_key, reverse=True):
+                for dep in sorted(
+                    definitions[item].free_symbols - placed, key=_order_key, reverse=True
+                ):
                     if dep in definitions:
                         stack.append((dep, False))  # type: ignore[arg-type]
                 continue
             placed.add(item)
             expr = definitions[item].xreplace(renames)
-            out[user.phase].append(Statement(item, expr, user.owner, user.phase, "", anonymous=True))
+            out[user.phase].append(
+                Statement(item, expr, user.owner, user.phase, "", anonymous=True)
+            )
 
     for statement, expr in zip(statements, reduced, strict=True):
         if isinstance(expr, sp.Symbol) and expr in definitions and expr not in placed:
@@ -79,5 +83,5 @@ def common_subexpressions(
 def _order_key(value: sp.Basic) -> tuple[int, str]:
     name = getattr(value, "name", "")
     if name.startswith(_PREFIX):
-        return (0, f"{int(name[len(_PREFIX):]):09d}")
+        return (0, f"{int(name[len(_PREFIX) :]):09d}")
     return (1, name)

@@ -35,7 +35,11 @@ def copy_propagation(statements: list[Statement], keep: set[sp.Symbol]) -> list[
                 note_renames[statement.target.name[2:]] = expr.name[2:]
             continue
         note = _rename_in_note(statement.note, note_renames)
-        result.append(Statement(statement.target, expr, statement.owner, statement.phase, note, statement.anonymous))
+        result.append(
+            Statement(
+                statement.target, expr, statement.owner, statement.phase, note, statement.anonymous
+            )
+        )
     return result
 
 
@@ -47,7 +51,14 @@ def _rename_in_note(note: str, renames: dict[str, str]) -> str:
 
 
 def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
-    return Statement(statement.target, expr, statement.owner, statement.phase, statement.note, statement.anonymous)
+    return Statement(
+        statement.target,
+        expr,
+        statement.owner,
+        statement.phase,
+        statement.note,
+        statement.anonymous,
+    )
 
 
 def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
@@ -69,7 +80,11 @@ def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
             donors.setdefault((node.type.shape, True), node.symbol)
 
     def donor(value: sp.Symbol, need_float: bool) -> sp.Symbol:
-        return donors.get((graph.type_of(value).shape, need_float), value) if value in graph.by_symbol else value
+        return (
+            donors.get((graph.type_of(value).shape, need_float), value)
+            if value in graph.by_symbol
+            else value
+        )
 
     result = []
     for statement in statements:
@@ -80,7 +95,9 @@ def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
                 mapping[item] = OneHot(labels, donor(like, True))
             else:
                 mapping[item] = item.func(donor(item.args[0], False), *item.args[1:])
-        result.append(_with_expr(statement, statement.expr.xreplace(mapping)) if mapping else statement)
+        result.append(
+            _with_expr(statement, statement.expr.xreplace(mapping)) if mapping else statement
+        )
     return result
 
 
