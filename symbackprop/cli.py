@@ -4,14 +4,19 @@ so `symbackprop --version` and `--help` answer at once."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import SpecError
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
 
@@ -38,8 +43,60 @@ def _parser() -> argparse.ArgumentParser:
         help="write nothing; exit 1 and name the files that would change",
     )
     mode.add_argument("--stdout", action="store_true", help="print the modules instead of writing them")
+    compile_cmd.add_argument(
+        "--emit-tests",
+        action="store_true",
+        help="also write DIR/test_<name>_gradcheck.py, a NumPy-only pytest file checking the "
+        "module's gradients against finite differences (--check and --stdout cover it too)",
+    )
     compile_cmd.set_defaults(run=_compile)
+
+    check_cmd = commands.add_parser(
+        "check",
+        help="compare a spec's gradients with finite differences",
+        description="Compile SPEC in memory, evaluate its gradients at a random point and compare "
+        "them with central finite differences (in float64; a float32 spec's gradients are also "
+        "compared with float64's). Prints the worst relative error per gradient; exit 1 past "
+        "tolerance.",
+    )
+    check_cmd.add_argument("spec", metavar="SPEC", help="a spec file (YAML or JSON)")
+    check_cmd.add_argument("--seed", type=int, default=0, help="the random point (default: 0)")
+    check_cmd.add_argument("--tolerance", type=float, help="default: 1e-6 (relative error)")
+    check_cmd.set_defaults(run=_lazy("gradcheck"))
+
+    graph_cmd = commands.add_parser(
+        "graph",
+        help="draw the forward and the backward graph (Graphviz)",
+        description="Draw SPEC's forward graph and backward graph side by side. DOT is always "
+        "written (FILE.dot beside a picture); .svg and .png need Graphviz's `dot` "
+        "(exit 3 without it).",
+    )
+    graph_cmd.add_argument("spec", metavar="SPEC", help="a spec file (YAML or JSON)")
+    graph_cmd.add_argument(
+        "-o", "--output", metavar="FILE", help="FILE.dot, .svg or .png (default: DOT on stdout)"
+    )
+    graph_cmd.set_defaults(run=_lazy("graphviz"))
+
+    explain_cmd = commands.add_parser(
+        "explain",
+        help="derive one gradient by the chain rule, path by path",
+        description="Print the derivation of d(output)/d(NAME): the chain rule as a sum over the "
+        "paths from NAME to the output, each a product of local derivatives.",
+    )
+    explain_cmd.add_argument("spec", metavar="SPEC", help="a spec file (YAML or JSON)")
+    explain_cmd.add_argument("--wrt", required=True, metavar="NAME", help="an input or param")
+    explain_cmd.add_argument("--latex", action="store_true", help="LaTeX (align*), not text")
+    explain_cmd.set_defaults(run=_lazy("explain"))
     return parser
+
+
+def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
+    """A command whose code (and SymPy) is imported only when it runs: `<module>.run`."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(f"{__package__}.{module}").run(args))
+
+    return run
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -61,13 +118,23 @@ def _compile(args: argparse.Namespace) -> int:
 
     # compile everything first: one bad spec leaves every existing file as it was
     outputs: list[tuple[Path, str]] = []
+    specs = []
     for spec_path in args.specs:
         spec = load_spec(spec_path)
+        specs.append(spec)
         outputs.append((Path(args.output_dir) / f"{spec.name}.py", compile_spec(spec)))
-    names = [path for path, _ in outputs]
-    for path in names:
-        if names.count(path) > 1:
-            raise SpecError(f"two specs compile to {path}", None)
+        if args.emit_tests:
+            from .emit_tests import gradcheck_test_file
+
+            outputs.append(gradcheck_test_file(Path(args.output_dir), spec))
+    seen: dict[Path, str] = {}
+    for spec_path, spec in zip(args.specs, specs, strict=True):
+        path = Path(args.output_dir) / f"{spec.name}.py"
+        if path in seen:
+            raise SpecError(f"name {spec.name!r} is also the name of {seen[path]}", spec.name_loc)
+        seen[path] = spec_path
+    if args.emit_tests:
+        _refuse_clashing_tests([path for path, _ in outputs], specs)
     if args.stdout:
         for _, text in outputs:
             sys.stdout.write(text)
@@ -82,6 +149,15 @@ def _compile(args: argparse.Namespace) -> int:
             _write_atomically(path, text)
             print(f"wrote {path}")
     return EXIT_OK
+
+
+def _refuse_clashing_tests(paths: list[Path], specs: list[Spec]) -> None:
+    """A spec named test_a_gradcheck would write over the emitted test of spec a (paths
+    come in pairs: each spec's module, then its test)."""
+    for index, path in enumerate(paths):
+        if paths.index(path) != index:
+            spec = specs[index // 2]
+            raise SpecError(f"{path.name} would be both a module and a test", spec.name_loc)
 
 
 def _same_text(path: Path, text: str) -> bool:
@@ -104,3 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_SPEC
     except KeyboardInterrupt:
         return 130
+    except OSError as err:
+        # an unwritable output folder or the like: the specs were fine, nothing was written
+        where = f": {err.filename}" if err.filename else ""
+        print(f"symbackprop: cannot write{where}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_FAILED

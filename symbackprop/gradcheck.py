@@ -1,0 +1,335 @@
+"""`symbackprop check`: compiled gradients against central finite differences.
+
+The spec is compiled in memory twice: as written, and as a float64 variant on which the
+finite differences run (float32 differences are too noisy to check to 1e-6). Generated
+source -- our own output, never spec text -- is imported from a temporary file as a
+fresh module. For a float32 spec, the float32 module's gradients are also compared with
+the float64 ones, to float32 precision.
+
+Finite differences: the five-point central stencil (error O(h**4)) at shrinking steps,
+until two neighbouring steps agree; failing that, the estimate of the most consistent
+pair wins, so a ReLU kink inside the wider stencils does not pass for a wrong gradient.
+Gradients larger than SAMPLE_SIZE elements are checked at that many random elements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import math
+import sys
+import tempfile
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from .errors import Loc, SpecError
+from .spec import FLOAT_DTYPES, Spec
+
+DEFAULT_TOLERANCE = 1e-6
+FLOAT32_TOLERANCE = 1e-3
+SAMPLE_SIZE = 64  # elements checked per gradient; larger gradients are sampled
+MAX_ELEMENTS = 10_000_000  # a tensor larger than this is not allocated for a check
+FIRST_DIM_SIZE = 3  # named dims get 3, 4, 5, ... in order: distinct, to catch transposes
+STEPS = (1e-3, 1e-4, 1e-5, 1e-6)
+AGREEMENT = 1e-9  # relative gap between the estimates of two steps that ends the search
+JITTER = 0.1  # params are init_params(seed) plus this much noise: zero biases put ReLUs on kinks
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """A concrete input of a check: its shape with every named dim sized, and for
+    integer (label) inputs the number of classes the labels index."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    classes: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    dims: dict[str, int]
+    inputs: tuple[InputPlan, ...]
+
+
+def plan_inputs(spec: Spec, max_elements: int | None = MAX_ELEMENTS) -> Plan:
+    """Sizes for named dims and label ranges. Labels index the last axis of the logits
+    they feed, so the class count is read off each NegLogLikelihood op of the graph.
+    A tensor with more than `max_elements` elements at these sizes is a SpecError."""
+    from .build import build_program
+    from .ops import NegLogLikelihood
+
+    dims: dict[str, int] = {}
+    for item in spec.inputs:
+        for dim in item.shape:
+            if isinstance(dim, str) and dim not in dims:
+                dims[dim] = FIRST_DIM_SIZE + len(dims)
+    graph = build_program(spec).graph
+    classes: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.kind == "op" and isinstance(node.expr, NegLogLikelihood):
+            logits, labels = node.expr.args[:2]
+            last = graph.type_of(logits).shape[-1]
+            count = dims[last] if isinstance(last, str) else last
+            classes[labels.name] = min(count, classes.get(labels.name, count))
+    inputs = []
+    for item in spec.inputs:
+        shape = tuple(dims[dim] if isinstance(dim, str) else dim for dim in item.shape)
+        _check_size(math.prod(shape), max_elements, f"input {item.name}", item.loc)
+        label_count = None if item.dtype in FLOAT_DTYPES else classes.get(item.name, 2)
+        inputs.append(InputPlan(item.name, shape, item.dtype, label_count))
+    for param in spec.params:
+        _check_size(math.prod(param.shape), max_elements, f"param {param.name}", param.loc)
+    return Plan(dims, tuple(inputs))
+
+
+def _check_size(size: int, limit: int | None, what: str, loc: Loc) -> None:
+    if limit is not None and size > limit:
+        raise SpecError(
+            f"{what} has {size} elements at the check's sizes: too large to check "
+            f"(the limit is {limit})",
+            loc,
+        )
+
+
+def float64_variant(spec: Spec) -> Spec:
+    """The same spec in float64: the spec dtype and every float input's dtype."""
+    inputs = tuple(
+        dataclasses.replace(item, dtype="float64") if item.dtype in FLOAT_DTYPES else item
+        for item in spec.inputs
+    )
+    return dataclasses.replace(spec, dtype="float64", inputs=inputs)
+
+
+def load_generated(source: str, name: str) -> types.ModuleType:
+    """Import generated source (ours, not the spec's text) from a temporary file, as a
+    fresh module that is not registered in sys.modules."""
+    with tempfile.TemporaryDirectory(prefix="symbackprop-check-") as directory:
+        path = Path(directory) / f"{name}.py"
+        path.write_text(source, encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+# --- random points ------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    params: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
+
+    def holder(self, name: str) -> dict[str, np.ndarray]:
+        return self.params if name in self.params else self.inputs
+
+
+def random_point(module: types.ModuleType, plan: Plan, seed: int, positive: bool = False) -> Point:
+    """float64 params near `init_params(seed)` and random inputs; `positive` moves every
+    float away from zero and below it (for specs that take logs or square roots)."""
+    rng = np.random.default_rng(seed)
+    params = {
+        name: value.astype(np.float64) + JITTER * rng.standard_normal(value.shape)
+        for name, value in module.init_params(seed).items()
+    }
+    inputs: dict[str, np.ndarray] = {}
+    for item in plan.inputs:
+        if item.classes is not None:
+            inputs[item.name] = rng.integers(0, item.classes, size=item.shape).astype(item.dtype)
+        else:
+            inputs[item.name] = rng.standard_normal(item.shape)
+    if positive:
+        params = {name: np.abs(value) + 0.5 for name, value in params.items()}
+        inputs = {
+            name: value if value.dtype.kind == "i" else np.abs(value) + 0.5
+            for name, value in inputs.items()
+        }
+    return Point(params, inputs)
+
+
+def finite_point(module: types.ModuleType, plan: Plan, seed: int, loc: Loc) -> Point:
+    """A random point where the output is finite: normal values first, positive ones next."""
+    for positive in (False, True):
+        point = random_point(module, plan, seed, positive)
+        with np.errstate(all="ignore"):
+            value = module.forward(point.params, **point.inputs)[0]
+        if np.all(np.isfinite(value)):
+            return point
+    raise SpecError(
+        f"the output of {module.SPEC_NAME} is not finite at random points (seed {seed}), "
+        "not even with positive values: nothing to check",
+        loc,
+    )
+
+
+# --- finite differences -------------------------------------------------------------
+
+
+def sample_indices(
+    shape: tuple[int, ...], rng: np.random.Generator, limit: int = SAMPLE_SIZE
+) -> list[tuple[int, ...]]:
+    """Every index of a small tensor; `limit` distinct ones, in order, of a large one."""
+    size = math.prod(shape)
+    flat = np.arange(size) if size <= limit else np.sort(rng.choice(size, limit, replace=False))
+    return [tuple(int(i) for i in np.unravel_index(int(index), shape)) for index in flat]
+
+
+def derivative(f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS) -> float:
+    """df/dx by the five-point stencil at shrinking steps. Two neighbouring steps that agree
+    to AGREEMENT end the search; else the most consistent pair wins (a kink inside the
+    wider stencils shows up as a jump between their estimates)."""
+    estimates: list[float] = []
+    for h in steps:
+        estimates.append((8 * (f(x + h) - f(x - h)) - (f(x + 2 * h) - f(x - 2 * h))) / (12 * h))
+        if len(estimates) >= 2:
+            a, b = estimates[-2:]
+            if abs(a - b) <= AGREEMENT * max(abs(a), abs(b)):
+                return a
+    gaps = [abs(a - b) for a, b in zip(estimates, estimates[1:], strict=False)]
+    return estimates[int(np.argmin(gaps))]
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-8) -> float:
+    """max |actual - expected| over the larger of the two magnitudes (or `floor`)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = max(
+        float(np.max(np.abs(expected), initial=0.0)),
+        float(np.max(np.abs(actual), initial=0.0)),
+        floor,
+    )
+    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+
+
+# --- the check ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GradientResult:
+    name: str
+    size: int
+    checked: int
+    error: float  # worst relative error against finite differences (float64)
+    float32_error: float | None = None  # the float32 module's gradient against float64's
+
+
+@dataclass(frozen=True)
+class Report:
+    spec: Spec
+    seed: int
+    dims: dict[str, int]
+    results: tuple[GradientResult, ...]
+
+
+def check_spec(spec: Spec, seed: int = 0) -> Report:
+    from .compiler import compile_spec
+
+    reference = float64_variant(spec)
+    plan = plan_inputs(reference)
+    module64 = load_generated(compile_spec(reference), f"{spec.name}_float64")
+    module32 = load_generated(compile_spec(spec), spec.name) if spec.dtype != "float64" else None
+    point = finite_point(module64, plan, seed, spec.output_loc)
+    _, grads = module64.value_and_grad(point.params, **point.inputs)
+    grads32 = module32.value_and_grad(point.params, **point.inputs)[1] if module32 else None
+    rng = np.random.default_rng(seed + 1)
+    results = []
+    for name in module64.WRT:
+        indices = sample_indices(np.shape(point.holder(name)[name]), rng)
+        expected = _differences(module64, point, name, indices)
+        actual = np.array([grads[name][index] for index in indices])
+        float32_error = None
+        if grads32 is not None:
+            float32_error = relative_error(np.asarray(grads32[name], np.float64), grads[name])
+        size = int(np.size(grads[name]))
+        results.append(
+            GradientResult(
+                name, size, len(indices), relative_error(actual, expected), float32_error
+            )
+        )
+    return Report(spec, seed, plan.dims, tuple(results))
+
+
+def _differences(
+    module: types.ModuleType, point: Point, name: str, indices: list[tuple[int, ...]]
+) -> np.ndarray:
+    holder = point.holder(name)
+    original = holder[name]
+    shifted = np.array(original, dtype=np.float64)
+    holder[name] = shifted
+
+    def at(index: tuple[int, ...]) -> Callable[[float], float]:
+        def value(x: float) -> float:
+            shifted[index] = x
+            return float(module.forward(point.params, **point.inputs)[0])
+
+        return value
+
+    try:
+        result = []
+        for index in indices:
+            result.append(derivative(at(index), float(original[index])))
+            shifted[index] = original[index]
+        return np.array(result)
+    finally:
+        holder[name] = original
+
+
+# --- the command --------------------------------------------------------------------
+
+
+def format_report(report: Report, tolerance: float, out: TextIO) -> bool:
+    """Print one aligned line per gradient; True when every error is within tolerance."""
+    spec = report.spec
+    dims = ", ".join(f"{dim}={size}" for dim, size in report.dims.items())
+    sizes = f", {dims}" if dims else ""
+    print(f"{spec.file_name}: {spec.name} ({spec.dtype}) at seed {report.seed}{sizes}", file=out)
+    print(f"worst relative error against central differences, tolerance {tolerance:g}:", file=out)
+    width = max(len(result.name) for result in report.results)
+    passed = True
+    for result in report.results:
+        within = result.error <= tolerance
+        line = f"  {result.name:<{width}}  {result.error:9.2e}"
+        if result.float32_error is not None:
+            line += f"  float32 vs float64 {result.float32_error:9.2e}"
+            within = within and result.float32_error <= FLOAT32_TOLERANCE
+        line += "  ok" if within else "  FAIL"
+        if result.checked < result.size:
+            line += f"  ({result.checked} of {result.size} elements, at random)"
+        print(line, file=out)
+        passed = passed and within
+    if report.results and any(r.float32_error is not None for r in report.results):
+        print(
+            f"float32 tolerance {FLOAT32_TOLERANCE:g}: the float32 module against the float64 one",
+            file=out,
+        )
+    print("ok" if passed else "FAILED: gradients past tolerance", file=out)
+    return passed
+
+
+def run(args: argparse.Namespace) -> int:
+    """`symbackprop check SPEC [--seed N] [--tolerance T]`."""
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if args.seed < 0 or not tolerance > 0:
+        print("symbackprop check: --seed must be >= 0 and --tolerance > 0", file=sys.stderr)
+        return 2
+    return check_file(args.spec, args.seed, tolerance)
+
+
+def check_file(
+    spec_path: str | Path,
+    seed: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+    out: TextIO | None = None,
+) -> int:
+    """0 when every gradient is within tolerance, 1 otherwise; a bad spec raises SpecError."""
+    from .spec import load_spec
+
+    report = check_spec(load_spec(spec_path), seed)
+    return 0 if format_report(report, tolerance, out or sys.stdout) else 1

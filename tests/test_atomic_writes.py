@@ -1,0 +1,200 @@
+"""Writes are atomic: a compile that fails, or is interrupted anywhere, leaves every output
+file either as it was or completely new (never half-written), and no temporary files.
+
+Interruptions are simulated by making `os.replace` (the rename), the write of the
+temporary file, or the compiler itself raise KeyboardInterrupt or OSError.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import symbackprop.compiler
+from symbackprop import cli
+from symbackprop.cli import main
+from tests.support import EXAMPLES
+from tests.test_cli import files_in  # every file, hidden (temporary) ones included
+
+SPECS = [str(EXAMPLES / f"{name}.yaml") for name in ("gates", "seed_graph", "swish_regression")]
+BAD = "name: bad\ninputs: {x: [3]}\nnodes:\n  y: sum(x) + zz\nwrt: [x]\n"
+OLD = b"# an earlier version: must stay byte-identical unless replaced whole\n"
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An output dir where every file a compile writes exists in an older version."""
+    directory = tmp_path / "out"
+    assert main(["compile", "--emit-tests", "-o", str(directory), *SPECS]) == 0
+    for path in directory.iterdir():
+        path.write_bytes(OLD)
+    (directory / "notes.txt").write_bytes(b"not ours\n")
+    return directory
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> dict[str, bytes]:
+    """What the compile writes when nothing goes wrong."""
+    directory = tmp_path / "fresh"
+    assert main(["compile", "--emit-tests", "-o", str(directory), *SPECS]) == 0
+    return files_in(directory)
+
+
+def compile_into(out: Path, *extra: str) -> list[str]:
+    return ["compile", "--emit-tests", "-o", str(out), *extra]
+
+
+def expected_code(error: BaseException) -> int:
+    """What main returns when interrupted (130) or when a write fails (1, with a message)."""
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
+
+
+def assert_whole_files(out: Path, fresh: dict[str, bytes]) -> dict[str, bytes]:
+    """Every file is its old version or its complete new one; no temporary files remain."""
+    files = files_in(out)
+    assert set(files) == set(fresh) | {"notes.txt"}, "a temporary file was left behind"
+    assert files.pop("notes.txt") == b"not ours\n"
+    for name, content in files.items():
+        assert content in (OLD, fresh[name]), f"{name} is half-written"
+    return files
+
+
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_a_bad_spec_among_good_ones_writes_nothing(
+    tmp_path: Path, out: Path, position: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD, encoding="utf-8")
+    specs = list(SPECS)
+    specs.insert(position, str(bad))
+    before = files_in(out)
+    assert main(compile_into(out, *specs)) == 2
+    assert "bad.yaml:4:" in capsys.readouterr().err
+    assert files_in(out) == before
+
+
+def test_an_unreadable_spec_among_good_ones_writes_nothing(tmp_path: Path, out: Path) -> None:
+    before = files_in(out)
+    assert main(compile_into(out, *SPECS, str(tmp_path / "missing.yaml"))) == 2
+    assert files_in(out) == before
+
+
+def raising_on_call(
+    original: Callable[..., Any], number: int, error: BaseException
+) -> Callable[..., Any]:
+    """`original`, except that call `number` (1-based) raises `error` instead."""
+    calls = 0
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == number:
+            raise error
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def interruptions() -> Iterator[Any]:
+    for number in (1, 2, 6):
+        for error in (KeyboardInterrupt(), OSError(28, "No space left on device")):
+            yield pytest.param(number, error, id=f"{type(error).__name__}-at-file-{number}")
+
+
+@pytest.mark.parametrize(("number", "error"), interruptions())
+def test_interrupted_rename(
+    out: Path,
+    fresh: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    number: int,
+    error: BaseException,
+) -> None:
+    monkeypatch.setattr(cli.os, "replace", raising_on_call(os.replace, number, error))
+    assert main(compile_into(out, *SPECS)) == expected_code(error)
+    files = assert_whole_files(out, fresh)
+    replaced = [name for name, content in files.items() if content != OLD]
+    assert len(replaced) == number - 1  # the files before the interruption, whole
+
+
+class _HalfWriter(io.TextIOBase):
+    """A text stream that writes half of what it is given, then fails."""
+
+    def __init__(self, stream: io.TextIOBase, error: BaseException):
+        self.stream = stream
+        self.error = error
+
+    def write(self, text: str) -> int:
+        self.stream.write(text[: len(text) // 2])
+        self.stream.flush()
+        raise self.error
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_interrupted_write(
+    out: Path, fresh: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    original = os.fdopen
+
+    def half_writer(*args: Any, **kwargs: Any) -> _HalfWriter:
+        return _HalfWriter(original(*args, **kwargs), error)
+
+    monkeypatch.setattr(cli.os, "fdopen", half_writer)
+    before = files_in(out)
+    assert main(compile_into(out, *SPECS)) == expected_code(error)
+    assert files_in(out) == before
+
+
+def test_interrupted_compile_writes_nothing(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = symbackprop.compiler.compile_spec
+    monkeypatch.setattr(
+        symbackprop.compiler, "compile_spec", raising_on_call(original, 2, KeyboardInterrupt())
+    )
+    before = files_in(out)
+    assert main(compile_into(out, *SPECS)) == 130
+    assert files_in(out) == before
+
+
+def test_temporary_files_sit_beside_their_target(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename within one folder (one file system) is atomic; across file systems it is not."""
+    renames: list[tuple[Path, Path]] = []
+    original = os.replace
+
+    def spy(source: Any, target: Any) -> None:
+        renames.append((Path(source), Path(target)))
+        original(source, target)
+
+    monkeypatch.setattr(cli.os, "replace", spy)
+    assert main(compile_into(out, *SPECS)) == 0
+    assert len(renames) == 6
+    for source, target in renames:
+        assert source.parent == target.parent
+        assert source.name.startswith(f".{target.name}.") and source.name.endswith(".tmp")
+
+
+def test_unchanged_files_are_not_rewritten(
+    out: Path, fresh: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(compile_into(out, *SPECS)) == 0
+    assert_whole_files(out, fresh)
+    monkeypatch.setattr(cli.os, "replace", raising_on_call(os.replace, 1, AssertionError()))
+    assert main(compile_into(out, *SPECS)) == 0
+
+
+def test_unwritable_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An OSError escaped main as a traceback before: now a message and exit 1."""
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    assert main(["compile", "-o", str(blocker / "out"), SPECS[0]]) == 1
+    assert capsys.readouterr().err.startswith("symbackprop: cannot write")
+    assert [path.name for path in tmp_path.iterdir()] == ["file"]

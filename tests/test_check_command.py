@@ -1,0 +1,313 @@
+"""`symbackprop check SPEC [--seed N] [--tolerance T]`: gradients against finite differences.
+
+In-process through `symbackprop.cli.main` with capsys; a wrong gradient is made by wrapping
+the modules `check` loads, so the exit-1 path is tested without a broken compiler.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symbackprop import gradcheck
+from symbackprop.cli import main
+from symbackprop.spec import parse_spec
+from tests.support import EXAMPLES, ROOT
+
+# mlp and mnist pass too, but their 784-wide first layer makes thousands of forward passes
+# slow on a busy machine; RELU32 below covers float32, relu, labels and sampling
+FAST_EXAMPLES = ["gates", "seed_graph", "seed_mlp", "sigmoid_4321", "swish_regression"]
+LINE = re.compile(r"^  (\w+) +(\d\.\d\de[+-]\d\d)  ")
+
+
+# float32, relu, labels, and gradients of more than SAMPLE_SIZE elements; small enough to be fast
+RELU32 = """
+name: relu32
+dtype: float32
+inputs:
+  x: [batch, 10]
+  y: {shape: [batch], dtype: int64}
+layers:
+  - {dense: 20, activation: relu}
+  - {dense: 20, activation: relu}
+  - {dense: 5}
+loss: {softmax_cross_entropy: y}
+"""
+
+
+def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["check", *args])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out + captured.err
+
+
+def gradient_lines(output: str) -> dict[str, str]:
+    return {m.group(1): line for line in output.splitlines() if (m := LINE.match(line))}
+
+
+def write_spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("example", FAST_EXAMPLES)
+def test_examples_pass(example: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = run_check(capsys, str(EXAMPLES / f"{example}.yaml"))
+    assert code == 0, output
+    lines = gradient_lines(output)
+    wrt = parse_spec((EXAMPLES / f"{example}.yaml").read_text(encoding="utf-8"), "x").wrt
+    assert list(lines) == list(wrt)
+    assert all(line.rstrip().endswith("ok") or "ok  (" in line for line in lines.values())
+    # one aligned column: every error starts at the same offset
+    assert len({LINE.match(line).start(2) for line in lines.values()}) == 1  # type: ignore[union-attr]
+    assert output.rstrip().endswith("ok")
+
+
+def test_output_format(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
+    assert code == 0
+    assert output.splitlines()[:2] == [
+        "swish_regression.yaml: swish_regression (float64) at seed 0, batch=3",
+        "worst relative error against central differences, tolerance 1e-06:",
+    ]
+    for line in gradient_lines(output).values():
+        assert float(LINE.match(line).group(2)) < 1e-9  # type: ignore[union-attr]
+
+
+def test_large_gradients_are_sampled_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = run_check(capsys, write_spec(tmp_path, RELU32))
+    assert code == 0, output
+    lines = gradient_lines(output)
+    assert lines["W1"].endswith(f"({gradcheck.SAMPLE_SIZE} of 200 elements, at random)")
+    assert lines["b1"].endswith("ok")  # 20 elements: all checked
+    # a float32 spec: its gradients are compared with the float64 variant's too
+    assert all("float32 vs float64" in line for line in lines.values())
+    assert "float32 tolerance 0.001" in output
+
+
+def test_same_seed_same_output_other_seed_other_point(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(EXAMPLES / "sigmoid_4321.yaml")
+    first = run_check(capsys, spec, "--seed", "5")
+    assert run_check(capsys, spec, "--seed", "5") == first
+    other = run_check(capsys, spec, "--seed", "6")
+    assert other[0] == 0
+    assert other[1] != first[1]
+    assert "at seed 6" in other[1]
+
+
+def corrupt(
+    monkeypatch: pytest.MonkeyPatch, name: str, factor: float, which: Callable[[str], bool]
+) -> None:
+    """Make the modules `check` loads (those whose name `which` accepts) return
+    gradient `name` times `factor`."""
+    load = gradcheck.load_generated
+
+    def load_corrupted(source: str, module_name: str) -> types.ModuleType:
+        module = load(source, module_name)
+        if which(module_name):
+            original = module.value_and_grad
+
+            def value_and_grad(params: dict[str, np.ndarray], **inputs: np.ndarray) -> object:
+                value, grads = original(params, **inputs)
+                return value, {**grads, name: grads[name] * factor}
+
+            module.value_and_grad = value_and_grad
+        return module
+
+    monkeypatch.setattr(gradcheck, "load_generated", load_corrupted)
+
+
+def test_a_wrong_gradient_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt(monkeypatch, "b1", 1.001, lambda name: True)
+    code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
+    assert code == 1
+    lines = gradient_lines(output)
+    assert lines["b1"].endswith("FAIL")
+    assert float(LINE.match(lines["b1"]).group(2)) == pytest.approx(1e-3, rel=0.01)  # type: ignore[union-attr]
+    assert all(lines[name].endswith("ok") for name in ("W1", "W2", "b2"))
+    assert output.rstrip().endswith("FAILED: gradients past tolerance")
+
+
+def test_tolerance_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt(monkeypatch, "W2", 1 + 1e-4, lambda name: True)
+    spec = str(EXAMPLES / "swish_regression.yaml")
+    assert run_check(capsys, spec)[0] == 1
+    code, output = run_check(capsys, spec, "--tolerance", "1e-3")
+    assert code == 0
+    assert "tolerance 0.001" in output
+
+
+def test_a_wrong_float32_gradient_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the float32 module is wrong: the float64 differences pass, the comparison
+    of the float32 gradients with the float64 ones does not."""
+    corrupt(monkeypatch, "W2", 1.01, lambda name: not name.endswith("_float64"))
+    code, output = run_check(capsys, write_spec(tmp_path, RELU32))
+    assert code == 1
+    line = gradient_lines(output)["W2"]
+    assert re.search(r"^  W2 +\d\.\d\de-1\d  float32 vs float64 +9\.\d\de-03  FAIL", line), line
+
+
+@pytest.mark.parametrize("args", [["--seed", "-1"], ["--tolerance", "0"], ["--tolerance", "-1"]])
+def test_bad_options(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = run_check(capsys, str(EXAMPLES / "gates.yaml"), *args)
+    assert code == 2
+    assert "--seed must be >= 0 and --tolerance > 0" in output
+
+
+def test_a_bad_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, "name: a\ninputs: {x: [3]}\nnodes:\n  y: sum(x) + zz\nwrt: [x]\n")
+    code, output = run_check(capsys, spec)
+    assert code == 2
+    assert re.match(
+        r"^symbackprop: .*spec\.yaml:4:\d+: node 'y': unknown name 'zz'$", output.strip()
+    )
+
+
+LABELS_SPEC = """
+name: labels
+inputs:
+  x: [batch, 4]
+  y: {shape: [batch], dtype: int64}
+  z: [batch, classes]
+  t: {shape: [batch], dtype: int32}
+  unused: {shape: [batch], dtype: int64}
+params: {W: [4, 7]}
+nodes:
+  l1: softmax_cross_entropy(x @ W, y)
+  l2: softmax_cross_entropy(2 * z, t)
+  loss: l1 + l2
+wrt: [W, z]
+"""
+
+
+def test_labels_index_the_logits_they_feed() -> None:
+    plan = gradcheck.plan_inputs(parse_spec(LABELS_SPEC, "labels.yaml"))
+    assert plan.dims == {"batch": 3, "classes": 4}
+    assert {item.name: item.classes for item in plan.inputs} == {
+        "x": None,
+        "y": 7,  # the width of x @ W
+        "z": None,
+        "t": 4,  # the named dim `classes`, at its check size
+        "unused": 2,
+    }
+    assert {item.name: item.shape for item in plan.inputs}["z"] == (3, 4)
+
+
+def test_labels_spec_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = run_check(capsys, write_spec(tmp_path, LABELS_SPEC), "--seed", "3")
+    assert code == 0, output
+    assert list(gradient_lines(output)) == ["W", "z"]
+
+
+def test_logs_get_positive_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A spec that takes logs of its inputs is checked where they are positive."""
+    spec = "name: logs\ninputs: {x: [3]}\nparams: {w: [3]}\nnodes:\n  loss: sum(log(x) * sqrt(w))\n"
+    code, output = run_check(capsys, write_spec(tmp_path, spec))
+    assert code == 0, output
+
+
+def test_an_output_never_finite_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = "name: nans\ninputs: {x: [3]}\nnodes:\n  loss: sum(log(-exp(x)))\nwrt: [x]\n"
+    code, output = run_check(capsys, write_spec(tmp_path, spec))
+    assert code == 2
+    assert "not finite at random points" in output
+
+
+def test_too_large_to_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = "name: big\ninputs: {x: [b, 100000]}\nparams: {W: [100000, 1000]}\n"
+    spec += "nodes:\n  loss: sum(x @ W)\n"
+    code, output = run_check(capsys, write_spec(tmp_path, spec))
+    assert code == 2
+    assert re.search(
+        r"spec\.yaml:3:\d+: param W has 100000000 elements .* too large to check", output
+    )
+
+
+def test_kinks_do_not_fail_relu_networks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Zero biases would put every ReLU of the first layer on its kink: the jittered
+    point and the step selection keep relu networks checkable at every seed."""
+    spec = write_spec(tmp_path, RELU32)
+    for seed in range(6):
+        code, output = run_check(capsys, spec, "--seed", str(seed))
+        assert code == 0, output
+
+
+def test_check_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_check(capsys, str(EXAMPLES / "seed_graph.yaml"))[0] == 0
+    assert list(tmp_path.iterdir()) == []
+    assert "seed_graph" not in sys.modules  # the checked module is not registered either
+
+
+def test_check_through_python_dash_m(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "symbackprop", "check", str(EXAMPLES / "swish_regression.yaml")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""
+    assert completed.stdout.rstrip().endswith("ok")
+
+
+# --- the finite differences themselves ------------------------------------------------------
+
+
+def test_derivative_of_a_polynomial_is_exact_to_rounding() -> None:
+    assert gradcheck.derivative(lambda x: x**3 - 2 * x, 1.5) == pytest.approx(
+        3 * 1.5**2 - 2, rel=1e-12
+    )
+
+
+def test_derivative_skips_a_kink_inside_the_wide_stencils() -> None:
+    """|x - 0.0015| at 0: the stencils of the widest step (1e-3, reaching 2e-3) straddle the
+    kink and are off by a lot; the narrower steps agree on the true slope, -1."""
+    assert gradcheck.derivative(lambda x: abs(x - 0.0015), 0.0) == pytest.approx(-1.0, rel=1e-12)
+
+
+def test_sampling_is_deterministic_and_distinct() -> None:
+    first = gradcheck.sample_indices((300, 7), np.random.default_rng(1))
+    assert first == gradcheck.sample_indices((300, 7), np.random.default_rng(1))
+    assert len(set(first)) == len(first) == gradcheck.SAMPLE_SIZE
+    assert gradcheck.sample_indices((2, 3), np.random.default_rng(1)) == list(np.ndindex(2, 3))
+
+
+def test_relative_error() -> None:
+    assert gradcheck.relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.002])) == pytest.approx(
+        1e-3, rel=1e-3
+    )
+    assert gradcheck.relative_error(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_float64_variant_keeps_labels_int() -> None:
+    spec = parse_spec((EXAMPLES / "mlp.yaml").read_text(encoding="utf-8"), "mlp.yaml")
+    variant = gradcheck.float64_variant(spec)
+    assert variant.dtype == "float64"
+    assert {item.name: item.dtype for item in variant.inputs} == {"x": "float64", "y": "int64"}
