@@ -35,14 +35,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile each SPEC into DIR/<name>.py.",
     )
     compile_cmd.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML or JSON)")
-    compile_cmd.add_argument("-o", "--output-dir", default="generated", metavar="DIR", help="default: generated/")
+    compile_cmd.add_argument(
+        "-o", "--output-dir", default="generated", metavar="DIR", help="default: generated/"
+    )
     mode = compile_cmd.add_mutually_exclusive_group()
     mode.add_argument(
         "--check",
         action="store_true",
         help="write nothing; exit 1 and name the files that would change",
     )
-    mode.add_argument("--stdout", action="store_true", help="print the modules instead of writing them")
+    mode.add_argument(
+        "--stdout", action="store_true", help="print the modules instead of writing them"
+    )
     compile_cmd.add_argument(
         "--emit-tests",
         action="store_true",
