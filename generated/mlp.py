@@ -126,7 +126,7 @@ def forward(
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=np.int64)
     s1 = x @ W1 + b1
-    h1 = np.maximum(s1, 0)
+    h1 = np.maximum(s1, 0, out=s1)
     s2 = h1 @ W2 + b2
     t_loss_0 = _log_softmax(s2, axis=1)
     loss = -_picked(t_loss_0, y).sum() / y.size
@@ -172,7 +172,7 @@ def backward(
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
     # dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]
-    d_s1 = d_h1 * (h1 > 0)
+    d_s1 = np.multiply(d_h1, h1 > 0, out=d_h1)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1
@@ -231,6 +231,6 @@ def predict(
     b2 = np.asarray(params["b2"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     s1 = x @ W1 + b1
-    h1 = np.maximum(s1, 0)
+    h1 = np.maximum(s1, 0, out=s1)
     s2 = h1 @ W2 + b2
     return s2

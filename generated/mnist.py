@@ -138,9 +138,9 @@ def forward(
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=np.int64)
     s1 = x @ W1 + b1
-    h1 = np.maximum(s1, 0)
+    h1 = np.maximum(s1, 0, out=s1)
     s2 = h1 @ W2 + b2
-    h2 = np.maximum(s2, 0)
+    h2 = np.maximum(s2, 0, out=s2)
     s3 = h2 @ W3 + b3
     t_loss_0 = _log_softmax(s3, axis=1)
     loss = -_picked(t_loss_0, y).sum() / y.size
@@ -192,7 +192,7 @@ def backward(
     # dL/dh2 = dL/ds3 @ W3^T
     d_h2 = d_s3 @ W3.T
     # dL/ds2 = dL/dh2 * relu'(s2) = dL/dh2 * [h2 > 0]
-    d_s2 = d_h2 * (h2 > 0)
+    d_s2 = np.multiply(d_h2, h2 > 0, out=d_h2)
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = d_s2.sum(axis=0)
     # dL/dW2 = h1^T @ dL/ds2
@@ -200,7 +200,7 @@ def backward(
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
     # dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]
-    d_s1 = d_h1 * (h1 > 0)
+    d_s1 = np.multiply(d_h1, h1 > 0, out=d_h1)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1
@@ -267,8 +267,8 @@ def predict(
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     s1 = x @ W1 + b1
-    h1 = np.maximum(s1, 0)
+    h1 = np.maximum(s1, 0, out=s1)
     s2 = h1 @ W2 + b2
-    h2 = np.maximum(s2, 0)
+    h2 = np.maximum(s2, 0, out=s2)
     s3 = h2 @ W3 + b3
     return s3

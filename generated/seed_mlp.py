@@ -192,7 +192,7 @@ def backward(
     # dL/dh2 = dL/ds3 @ W3^T
     d_h2 = d_s3 @ W3.T
     # dL/ds2 = dL/dh2 * tanh'(s2) = dL/dh2 * (1 - h2**2)
-    d_s2 = d_h2 * (1 - h2**2)
+    d_s2 = np.multiply(d_h2, 1 - h2**2, out=d_h2)
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = d_s2.sum(axis=0)
     # dL/dW2 = h1^T @ dL/ds2
@@ -200,7 +200,7 @@ def backward(
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
     # dL/ds1 = dL/dh1 * tanh'(s1) = dL/dh1 * (1 - h1**2)
-    d_s1 = d_h1 * (1 - h1**2)
+    d_s1 = np.multiply(d_h1, 1 - h1**2, out=d_h1)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1

@@ -168,7 +168,7 @@ def backward(
     # dL/dh3 = dL/dt_loss_0 * dt_loss_0/dh3 = dL/dt_loss_0 * (2 * h3 - 2 * y)
     d_h3 = d_t_loss_0 * (2 * h3 - 2 * y)
     # dL/ds3 = dL/dh3 * sigmoid'(s3) = dL/dh3 * h3 * (1 - h3)
-    d_s3 = d_h3 * h3 * (1 - h3)
+    d_s3 = np.multiply(d_h3, h3 * (1 - h3), out=d_h3)
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = d_s3.sum(axis=0)
     # dL/dW3 = h2^T @ dL/ds3
@@ -176,7 +176,7 @@ def backward(
     # dL/dh2 = dL/ds3 @ W3^T
     d_h2 = d_s3 @ W3.T
     # dL/ds2 = dL/dh2 * sigmoid'(s2) = dL/dh2 * h2 * (1 - h2)
-    d_s2 = d_h2 * h2 * (1 - h2)
+    d_s2 = np.multiply(d_h2, h2 * (1 - h2), out=d_h2)
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = d_s2.sum(axis=0)
     # dL/dW2 = h1^T @ dL/ds2
@@ -184,7 +184,7 @@ def backward(
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
     # dL/ds1 = dL/dh1 * sigmoid'(s1) = dL/dh1 * h1 * (1 - h1)
-    d_s1 = d_h1 * h1 * (1 - h1)
+    d_s1 = np.multiply(d_h1, h1 * (1 - h1), out=d_h1)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1

@@ -106,7 +106,7 @@ def forward(
     y = np.asarray(y, dtype=DTYPE)
     s1 = x @ W1 + b1
     t_h1_0 = _sigmoid(s1)
-    h1 = s1 * t_h1_0
+    h1 = np.multiply(s1, t_h1_0, out=s1)
     p = h1 @ W2 + b2
     t_loss_0 = (p - y) ** 2
     loss = t_loss_0.sum() / t_loss_0.size
@@ -156,7 +156,7 @@ def backward(
     # dL/dh1 = dL/dp @ W2^T
     d_h1 = d_p @ W2.T
     # dL/ds1 = dL/dh1 * dh1/ds1
-    d_s1 = d_h1 * (h1 * (1 - t_h1_0) + t_h1_0)
+    d_s1 = np.multiply(d_h1, h1 * (1 - t_h1_0) + t_h1_0, out=d_h1)
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -17,7 +17,8 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 
 from . import __version__
 from .compiler import Optimized
-from .ir import Attr, Statement
+from .ir import Attr, Graph, Shape, Statement, symbol
+from .passes.inplace import InPlace, in_place_updates
 from .printer import NumpyPrinter
 from .spec import ParamSpec
 
@@ -100,10 +101,18 @@ class _LinePrinter:
         self.namer = optimized.namer
         self.printer = printer
 
-    def lines(self, statements: list[Statement], with_notes: bool) -> list[Line]:
+    def lines(
+        self, statements: list[Statement], with_notes: bool, updates: dict[sp.Symbol, InPlace]
+    ) -> list[Line]:
         result: list[Line] = []
         for statement in statements:
             comments = _wrap_note(statement.note) if with_notes and statement.note else []
+            update = updates.get(statement.target)
+            if update is not None:
+                text = self.printer.in_place(update.ufunc, update.buffer, update.other)
+                if _fits_one_line(statement.target, text):
+                    result.append(Line(statement.target.name, text, comments))
+                    continue
             result += self._fit(statement.target, statement.expr, statement.owner, comments)
         return result
 
@@ -191,6 +200,16 @@ def _wrap_note(note: str) -> list[str]:
     ]
 
 
+def _shape_lookup(graph: Graph) -> Callable[[sp.Symbol], Shape | None]:
+    """Static shapes of the spec's named values and of their adjoints (`d_<name>`);
+    temporaries are not looked up, so they are never reused in place."""
+    shapes = {node.name: node.type.shape for node in graph.nodes if not node.anonymous}
+    shapes.update({f"d_{name}": shape for name, shape in list(shapes.items())})
+    floats = {node.name for node in graph.nodes if node.type.is_float}
+    floats |= {f"d_{name}" for name in floats}
+    return lambda value: shapes.get(value.name) if value.name in floats else None
+
+
 def _used_names(statements: list[Statement]) -> set[str]:
     return {s.name for statement in statements for s in statement.expr.free_symbols}  # type: ignore[attr-defined]
 
@@ -224,8 +243,15 @@ def render(optimized: Optimized) -> str:
     seed = optimized.backward_info.seed.name
     seed_used = seed in backward_used
 
-    forward_lines = line_printer.lines(optimized.forward, with_notes=False)
-    backward_lines = line_printer.lines(optimized.backward, with_notes=True)
+    shape_of = _shape_lookup(graph)
+    forward_keep = {symbol(name) for name in saved} | {program.output}
+    if program.predict is not None:
+        forward_keep.add(program.predict)
+    forward_updates = in_place_updates(optimized.forward, shape_of, forward_keep)
+    backward_keep = {d for d in optimized.grads.values() if d is not None}
+    backward_updates = in_place_updates(optimized.backward, shape_of, backward_keep)
+    forward_lines = line_printer.lines(optimized.forward, False, forward_updates)
+    backward_lines = line_printer.lines(optimized.backward, True, backward_updates)
 
     def setup(names: set[str]) -> list[Line]:
         lines = []

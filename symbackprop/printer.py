@@ -80,6 +80,14 @@ class NumpyPrinter(StrPrinter):
         ]
         return f"{name}({', '.join(parts)})"
 
+    def in_place(self, ufunc: str, buffer: sp.Symbol, other: sp.Expr) -> str:
+        """`np.<ufunc>(buffer, other, out=buffer)`; a 0/1 step is passed as a comparison."""
+        if isinstance(other, fn.Step) and other.args[1] == 0:
+            other_text = f"{self._print(other.args[0])} > 0"
+        else:
+            other_text = self._print(other)
+        return f"np.{ufunc}({buffer.name}, {other_text}, out={buffer.name})"
+
     def _print_TensorOp(self, expr: sp.Basic) -> str:
         for helper in type(expr).helpers:
             self.use_helper(helper)
