@@ -213,7 +213,8 @@ class _NodeLowering:
             return val.expr
         if val.type.dtype == "const":
             raise self.fail("this argument must be a tensor, not a constant", loc)
-        return self.builder.add_op(self.owner, val.expr, val.type, loc, anonymous=True).symbol
+        expr = _filled(self, val, loc) if _shape_lost(self.graph, val) else val.expr
+        return self.builder.add_op(self.owner, expr, val.type, loc, anonymous=True).symbol
 
     def _tensor_op(self, op: type[TensorOp], vals: list[Val], keywords: Any, loc: Loc) -> Val:
         types = [val.type for val in vals]
@@ -409,7 +410,7 @@ class Builder:
 def _shape_lost(graph: Graph, val: Val) -> bool:
     """True when SymPy's own simplification (x - x = 0) dropped the tensors that set the shape."""
     shapes = [graph.type_of(s).shape for s in val.expr.free_symbols if s in graph.by_symbol]
-    return broadcast_shapes(*shapes) != val.type.shape if shapes else val.type.shape != ()
+    return broadcast_shapes(*shapes) != val.type.shape if shapes else True
 
 
 def _filled(lowering: _NodeLowering, val: Val, loc: Loc) -> sp.Expr:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
+from .functions import Maximum
 from .ir import Attr, Shape, TensorType, reduced_axes
 
 if TYPE_CHECKING:
@@ -293,7 +294,8 @@ class ReduceMax(Reduction):
         (x,) = ctx.operands
         axes = self.attrs[0]
         mask = EqualMask(x, self.expanded(ctx.out))
-        ties = ReduceSum.make(mask, attrs=(axes, True))
+        # at least 1: a NaN max equals no element, and 0 / 0 would warn
+        ties = Maximum(ReduceSum.make(mask, attrs=(axes, True)), 1)
         grad = self.expanded(ctx.d) * mask / ties
         return ((grad, f"dL/d{ctx.out} routed to the argmax of {x}"),)
 
@@ -442,7 +444,7 @@ class Count(TensorOp):
         (axes,) = self.attrs
         if axes is None:
             return f"{x}.size"
-        return " * ".join(f"{x}.shape[{axis}]" for axis in axes)
+        return " * ".join(f"{x}.shape[{axis}]" for axis in axes) or "1"  # axis=() reduces none
 
     @property
     def precedence(self) -> int:  # type: ignore[override]
