@@ -44,7 +44,7 @@ class Line:
 
 @dataclass
 class Block:
-    setup: list[Line]
+    setup: list[dict[str, str]]
     lines: list[Line]
 
 
@@ -223,16 +223,14 @@ def render(optimized: Optimized) -> str:
 
     forward_names = {s.target.name for s in optimized.forward}
     leaf_names = [node.name for node in graph.nodes if node.kind != "op"]
-    grads = []
-    zero_leaves = []
-    for leaf, d in optimized.grads.items():
-        if d is None:
-            zero_leaves.append(leaf.name)
-            grads.append(Line(leaf.name, f"np.zeros_like({leaf.name})"))
-        else:
-            grads.append(Line(leaf.name, d.name))
+    # a gradient with no path to the output is zeros shaped like its value
+    grads = [
+        {"name": leaf.name, "adjoint": d.name if d is not None else None}
+        for leaf, d in optimized.grads.items()
+    ]
+    zero_leaves = [item["name"] for item in grads if item["adjoint"] is None]
     backward_used = _used_names(optimized.backward) | {
-        line.text for line in grads if not line.text.startswith("np.")
+        item["adjoint"] for item in grads if item["adjoint"] is not None
     }
     saved = [
         name
@@ -253,16 +251,23 @@ def render(optimized: Optimized) -> str:
     forward_lines = line_printer.lines(optimized.forward, False, forward_updates)
     backward_lines = line_printer.lines(optimized.backward, True, backward_updates)
 
-    def setup(names: set[str]) -> list[Line]:
-        lines = []
-        for param in spec.params:
-            if param.name in names:
-                lines.append(Line(param.name, f'np.asarray(params["{param.name}"], dtype=DTYPE)'))
-        for item in spec.inputs:
-            if item.name in names:
-                dtype = "DTYPE" if item.dtype == spec.dtype else f"np.{item.dtype}"
-                lines.append(Line(item.name, f"np.asarray({item.name}, dtype={dtype})"))
-        return lines
+    def setup(names: set[str]) -> list[dict[str, str]]:
+        """The params and inputs a block reads, each converted once to its dtype."""
+        params = [
+            {"name": param.name, "from": "params", "dtype": "DTYPE"}
+            for param in spec.params
+            if param.name in names
+        ]
+        inputs = [
+            {
+                "name": item.name,
+                "from": "argument",
+                "dtype": "DTYPE" if item.dtype == spec.dtype else f"np.{item.dtype}",
+            }
+            for item in spec.inputs
+            if item.name in names
+        ]
+        return params + inputs
 
     forward_reads = _used_names(optimized.forward) | set(saved) | {spec.output}
     forward_block = Block(setup(forward_reads - forward_names), forward_lines)
@@ -335,7 +340,7 @@ def render(optimized: Optimized) -> str:
 
 @dataclass
 class _PredictBlock:
-    setup: list[Line]
+    setup: list[dict[str, str]]
     lines: list[Line]
     inputs: list[str]
     input_docs: list[dict[str, str]]
