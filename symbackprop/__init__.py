@@ -7,7 +7,7 @@ with the forward and the backward pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -25,7 +25,3 @@ def compile_spec(spec: Spec) -> str:
     from .compiler import compile_spec as _compile
 
     return _compile(spec)
-
-
-def __getattr__(name: str) -> Any:
-    raise AttributeError(name)
