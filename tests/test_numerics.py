@@ -66,7 +66,7 @@ def torch_value_and_grad(fn: Any, x: np.ndarray) -> tuple[float, np.ndarray]:
     leaf = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     value = fn(leaf)
     value.backward()
-    return float(value), leaf.grad.numpy()
+    return float(value.detach()), leaf.grad.numpy()
 
 
 def assert_matches(
