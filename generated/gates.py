@@ -112,9 +112,9 @@ def backward(
     # dL/dq = dL/df * df/dq = dL/df * z
     d_q = d_f * z
     # dL/dx = dL/dq
-    d_x = d_q
+    d_x = np.array(d_q)
     # dL/dy = dL/dq
-    d_y = d_q
+    d_y = np.array(d_q)
     return {
         "x": d_x,
         "y": d_y,

@@ -89,7 +89,7 @@ def backward(
     # dL/dc = dL/de * de/dc = dL/de * d
     d_c = d * d_e
     # dL/da = dL/dc
-    d_a = d_c
+    d_a = np.array(d_c)
     # dL/db = dL/dd + dL/dc
     d_b = d_c + d_d
     return {

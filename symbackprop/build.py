@@ -7,6 +7,7 @@ spec did not name it. Shapes and dtypes are checked here, at compile time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from .ops import (
     LANGUAGE_OPS,
     Fill,
     LogSoftmax,
-    MatMul,
+    MatrixProduct,
     NegLogLikelihood,
     ReduceMean,
     ReduceSum,
@@ -108,7 +109,7 @@ class _NodeLowering:
     def _lower_BinOp(self, term: fm.BinOp) -> Val:
         left, right = self.lower(term.left), self.lower(term.right)
         if term.op == "@":
-            return self._tensor_op(MatMul, [left, right], (), term.loc)
+            return self._tensor_op(MatrixProduct, [left, right], (), term.loc)
         return self._elementwise(_ELEMENTWISE_BINOPS[term.op], [left, right], term.op, term.loc)
 
     def _lower_Call(self, term: fm.Call) -> Val:
@@ -174,7 +175,9 @@ class _NodeLowering:
             expr = build(*(val.expr for val in vals))
         except (ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
             raise self.fail(f"cannot build {what}: {err}", loc) from None
-        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I):
+        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I) or (
+            expr.is_number and not math.isfinite(float(sp.N(expr)))
+        ):
             raise self.fail(f"{what} of these constants is not a finite real number", loc)
         sources = tuple(dict.fromkeys(s for val in vals for s in val.sources))
         return Val(expr, TensorType(shape, dtype), sources)

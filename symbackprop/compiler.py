@@ -47,9 +47,13 @@ def optimize(program: Program) -> Optimized:
     if program.predict is not None:
         roots.add(program.predict)
     forward = passes.dead_code(forward, roots)
+    forward, backward = passes.fold_numbers(forward), passes.fold_numbers(backward)
     forward, backward = passes.common_subexpressions(forward, backward)
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
     backward = passes.copy_propagation(backward, keep=results)
+    backward = passes.own_results(
+        backward, {d: leaf for leaf, d in info.grads.items() if d is not None}
+    )
     namer = Namer()
     forward, backward, renames = name_temporaries(forward, backward, namer)
     grads = {leaf: (renames.get(d, d) if d is not None else None) for leaf, d in info.grads.items()}

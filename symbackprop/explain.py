@@ -128,8 +128,8 @@ def gradient_graph(program: Program) -> GradientGraph:
 
 _ACTIVATIONS = (fn.Sigmoid, sp.tanh, fn.Softplus)
 _TENSOR_ROLES: dict[type, str] = {
-    ops.MatMul: "matmul: swaps its inputs, transposed",
-    ops.Transpose: "transpose: transposes the gradient",
+    ops.MatrixProduct: "matmul: swaps its inputs, transposed",
+    ops.Transposed: "transpose: transposes the gradient",
     ops.ReduceSum: "sum: copies the gradient back to every element",
     ops.ReduceMean: "mean: copies the gradient back, divided by n",
     ops.ReduceMax: "max gate: routes the gradient to the maxima",
@@ -256,10 +256,10 @@ class TextPrinter(_Printing, MathPrinter):
 
     def _tensor_op(self, op: ops.TensorOp) -> str:
         args = op.tensor_args
-        if isinstance(op, ops.MatMul):
+        if isinstance(op, ops.MatrixProduct):
             left, right = args
             return f"{self.group(left, _MUL)} @ {self.group(right, _MUL, strict=True)}"
-        if isinstance(op, ops.Transpose):
+        if isinstance(op, ops.Transposed):
             return self.group(args[0], PRECEDENCE["Atom"]) + "^T"
         parts = [self._print(arg) for arg in args]
         parts += [f"{key}={_keyword_value(value)}" for key, value in _op_keywords(op)]
@@ -306,10 +306,10 @@ class LatexText(_Printing, LatexPrinter):
 
     def _tensor_op(self, op: ops.TensorOp) -> str:
         args = op.tensor_args
-        if isinstance(op, (ops.MatMul, ops.Outer)):
-            joint = " " if isinstance(op, ops.MatMul) else r" \otimes "
+        if isinstance(op, (ops.MatrixProduct, ops.Outer)):
+            joint = " " if isinstance(op, ops.MatrixProduct) else r" \otimes "
             return joint.join(self.group(arg, _MUL, strict=True) for arg in args)
-        if isinstance(op, ops.Transpose):
+        if isinstance(op, ops.Transposed):
             return self.group(args[0], PRECEDENCE["Atom"]) + "^{T}"
         parts = [self._print(arg) for arg in args]
         parts += [

@@ -12,6 +12,7 @@ that may follow).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ import sympy as sp
 
 
 class Elementwise(sp.Function):
-    """Base of our elementwise functions: real-valued, never auto-evaluated."""
+    """Base of our elementwise functions: real-valued, never auto-evaluated, but numerically
+    evaluable (`numeric`), so that a constant such as `step(0)` folds to a number."""
 
     is_real = True
 
@@ -27,11 +29,26 @@ class Elementwise(sp.Function):
     def eval(cls, *args: sp.Expr) -> sp.Expr | None:
         return None
 
+    @staticmethod
+    def numeric(*args: float) -> float:
+        raise NotImplementedError
+
+    def _eval_evalf(self, prec: int) -> sp.Float | None:
+        try:
+            values = [float(arg.evalf(prec)) for arg in self.args]
+            return sp.Float(self.numeric(*values), precision=prec)
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            return None
+
 
 class Step(Elementwise):
     """Heaviside step with value `at_zero` at 0; its derivative is 0 almost everywhere."""
 
     nargs = 2
+
+    @staticmethod
+    def numeric(x: float, at_zero: float) -> float:
+        return 1.0 if x > 0 else (at_zero if x == 0 else 0.0)
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.S.Zero
@@ -40,12 +57,20 @@ class Step(Elementwise):
 class Sigmoid(Elementwise):
     nargs = 1
 
+    @staticmethod
+    def numeric(x: float) -> float:
+        return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return self * (1 - self)
 
 
 class Relu(Elementwise):
     nargs = 1
+
+    @staticmethod
+    def numeric(x: float) -> float:
+        return max(x, 0.0)
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return Step(self, 0)
@@ -55,6 +80,10 @@ class LeakyRelu(Elementwise):
     """max(x, slope * x) for 0 <= slope < 1; the slope is a constant."""
 
     nargs = 2
+
+    @staticmethod
+    def numeric(x: float, slope: float) -> float:
+        return x if x > 0 else slope * x
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         x, slope = self.args
@@ -66,6 +95,10 @@ class LeakyRelu(Elementwise):
 class Softplus(Elementwise):
     nargs = 1
 
+    @staticmethod
+    def numeric(x: float) -> float:
+        return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return Sigmoid(self.args[0])
 
@@ -73,12 +106,20 @@ class Softplus(Elementwise):
 class Log1p(Elementwise):
     nargs = 1
 
+    @staticmethod
+    def numeric(x: float) -> float:
+        return math.log1p(x)
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return 1 / (1 + self.args[0])
 
 
 class Sqrt(Elementwise):
     nargs = 1
+
+    @staticmethod
+    def numeric(x: float) -> float:
+        return math.sqrt(x)
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return 1 / (2 * self)
@@ -89,6 +130,10 @@ class Maximum(Elementwise):
 
     nargs = 2
 
+    @staticmethod
+    def numeric(a: float, b: float) -> float:
+        return max(a, b)
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         a, b = self.args
         return Step(a - b, sp.S.Half) if argindex == 1 else Step(b - a, sp.S.Half)
@@ -96,6 +141,10 @@ class Maximum(Elementwise):
 
 class Minimum(Elementwise):
     nargs = 2
+
+    @staticmethod
+    def numeric(a: float, b: float) -> float:
+        return min(a, b)
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         a, b = self.args

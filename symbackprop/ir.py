@@ -43,7 +43,8 @@ class Attr(sp.Atom):
         return obj
 
     def _hashable_content(self) -> tuple[Any, ...]:
-        return (self.value,)
+        # repr, so that SymPy can order two attrs of different kinds (None and a tuple)
+        return (repr(self.value),)
 
     @property
     def args(self) -> tuple[()]:

@@ -117,7 +117,9 @@ def _dims(shape: Shape) -> str:
 # --- matrix products -------------------------------------------------------------------
 
 
-class MatMul(TensorOp):
+# Class names matter to SymPy: it sets `is_<ClassName>` on every class and tests, say,
+# `is_MatMul` and `is_Transpose` itself; hence MatrixProduct and Transposed.
+class MatrixProduct(TensorOp):
     """a @ b for vectors and matrices (NumPy's rules for ranks 1 and 2)."""
 
     operands = 2
@@ -146,18 +148,18 @@ class MatMul(TensorOp):
         out = ctx.out
         if rank_a == 2 and rank_b == 2:
             return (
-                (MatMul(d, Transpose(b)), f"dL/d{out} @ {b}^T"),
-                (MatMul(Transpose(a), d), f"{a}^T @ dL/d{out}"),
+                (MatrixProduct(d, Transposed(b)), f"dL/d{out} @ {b}^T"),
+                (MatrixProduct(Transposed(a), d), f"{a}^T @ dL/d{out}"),
             )
         if rank_a == 1 and rank_b == 2:
             return (
-                (MatMul(b, d), f"{b} @ dL/d{out}"),
+                (MatrixProduct(b, d), f"{b} @ dL/d{out}"),
                 (Outer(a, d), f"outer({a}, dL/d{out})"),
             )
         if rank_a == 2 and rank_b == 1:
             return (
                 (Outer(d, b), f"outer(dL/d{out}, {b})"),
-                (MatMul(Transpose(a), d), f"{a}^T @ dL/d{out}"),
+                (MatrixProduct(Transposed(a), d), f"{a}^T @ dL/d{out}"),
             )
         return ((d * b, f"dL/d{out} * {b}"), (d * a, f"dL/d{out} * {a}"))
 
@@ -168,7 +170,7 @@ class MatMul(TensorOp):
         return f"{left} @ {right}"
 
 
-class Transpose(TensorOp):
+class Transposed(TensorOp):
     language_name = "transpose"
 
     @classmethod
@@ -177,7 +179,7 @@ class Transpose(TensorOp):
         return TensorType(tuple(reversed(a.shape)), _float_operands(types, "transpose"))
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
-        return ((Transpose(ctx.d), f"(dL/d{ctx.out})^T"),)
+        return ((Transposed(ctx.d), f"(dL/d{ctx.out})^T"),)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.parenthesize(self.args[0], PRECEDENCE["Atom"]) + ".T"
@@ -452,6 +454,14 @@ class Count(TensorOp):
         return PRECEDENCE["Mul"] if axes is not None and len(axes) > 1 else PRECEDENCE["Atom"]
 
 
+class Copy(TensorOp):
+    """A fresh, writable array: for a gradient that would be a read-only broadcast view or
+    the same array as another gradient (users update gradients in place)."""
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.call("np.array", self.args)
+
+
 class BroadcastTo(TensorOp):
     operands = 2
 
@@ -510,7 +520,7 @@ class OneHot(TensorOp):
 
 LANGUAGE_OPS: dict[str, type[TensorOp]] = {
     op.language_name: op
-    for op in (Transpose, ReduceSum, ReduceMean, ReduceMax, LogSumExp, Softmax, LogSoftmax)
+    for op in (Transposed, ReduceSum, ReduceMean, ReduceMax, LogSumExp, Softmax, LogSoftmax)
     if op.language_name
 }
 

@@ -245,8 +245,8 @@ def _is_mask(factor: sp.Basic) -> bool:
 
 
 def _has_matmul(term: sp.Basic) -> bool:
-    return type(term).__name__ == "MatMul" or (
-        term.is_Mul and any(type(f).__name__ == "MatMul" for f in term.args)
+    return type(term).__name__ == "MatrixProduct" or (
+        term.is_Mul and any(type(f).__name__ == "MatrixProduct" for f in term.args)
     )
 
 

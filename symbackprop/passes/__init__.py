@@ -5,12 +5,21 @@ In pipeline order: `copy_propagation`, `shape_donors`, `inline_single_use`,
 """
 
 from .cse import common_subexpressions
-from .simplify import copy_propagation, dead_code, inline_single_use, shape_donors
+from .simplify import (
+    copy_propagation,
+    dead_code,
+    fold_numbers,
+    inline_single_use,
+    own_results,
+    shape_donors,
+)
 
 __all__ = [
     "common_subexpressions",
     "copy_propagation",
     "dead_code",
+    "fold_numbers",
     "inline_single_use",
+    "own_results",
     "shape_donors",
 ]

@@ -17,9 +17,9 @@ import sympy as sp
 
 from ..functions import Relu
 from ..ir import Shape, Statement
-from ..ops import BroadcastTo, ExpandDims, TensorOp, Transpose
+from ..ops import BroadcastTo, ExpandDims, TensorOp, Transposed
 
-_VIEWS = (Transpose, BroadcastTo, ExpandDims)
+_VIEWS = (Transposed, BroadcastTo, ExpandDims)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import sympy as sp
 
 from ..ir import Graph, Statement
-from ..ops import Count, OneHot, ShapeOf
+from ..ops import BroadcastTo, Copy, Count, Fill, OneHot, ShapeOf, TensorOp
 from ..reverse import adjoint_symbol
 
 
@@ -136,3 +136,39 @@ def dead_code(statements: list[Statement], roots: Iterable[sp.Symbol]) -> list[S
             needed.update(statement.expr.free_symbols)  # type: ignore[arg-type]
             kept.append(statement)
     return kept[::-1]
+
+
+def own_results(
+    statements: list[Statement], results: dict[sp.Symbol, sp.Symbol]
+) -> list[Statement]:
+    """Each gradient (`results`: adjoint -> its leaf) becomes an array of its own, of its
+    leaf's shape: another name's array or a read-only broadcast view is copied (callers
+    update gradients in place, `grads["W"] *= 0.9`), and a constant that the algebra left
+    (`maximum(x, x) - x` has derivative 0) is filled out."""
+    owned = []
+    for statement in statements:
+        leaf = results.get(statement.target)
+        if leaf is not None and statement.expr.is_number:
+            statement = _with_expr(statement, Fill(statement.expr, leaf))
+        elif leaf is not None and isinstance(statement.expr, (sp.Symbol, BroadcastTo)):
+            statement = _with_expr(statement, Copy(statement.expr))
+        owned.append(statement)
+    return owned
+
+
+def fold_numbers(statements: list[Statement]) -> list[Statement]:
+    """Exact constants (`log(2)`, `sqrt(2)`, `2*pi`) become Python floats: NumPy would make
+    `np.log(2)` a float64 that upcasts float32 arrays, and CSE would cache it."""
+    return [_with_expr(s, s.expr.replace(_foldable, _as_float)) for s in statements]
+
+
+def _foldable(expr: sp.Basic) -> bool:
+    if not expr.is_number or expr.is_Atom:
+        return False
+    if any(isinstance(node, TensorOp) for node in sp.preorder_traversal(expr)):
+        return False
+    return bool(sp.N(expr, 17).is_Float)  # False where it cannot be evaluated
+
+
+def _as_float(expr: sp.Basic) -> sp.Float:
+    return sp.Float(float(sp.N(expr, 17)))
