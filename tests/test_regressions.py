@@ -1,0 +1,58 @@
+"""Bugs found by review, each kept as a test of the behaviour users rely on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from symbackprop.ir import symbol
+from symbackprop.ops import Count
+from tests.support import compile_module
+
+
+def test_exact_constants_keep_float32(tmp_path: Path) -> None:
+    """`log(2)` (also SymPy's own, in d(2**u)) must not come out as a float64 NumPy scalar."""
+    module = compile_module(
+        "name: c\ndtype: float32\ninputs: {x: [3]}\nparams: {w: [3]}\n"
+        'nodes: {loss: "sum(2**(x * w)) + log(2) * sum(w) + cos(1) + sqrt(2) * e"}\n',
+        tmp_path,
+    )
+    value, grads = module.value_and_grad(module.init_params(), np.ones(3, np.float32))
+    assert value.dtype == np.float32
+    assert grads["w"].dtype == np.float32
+    _, cache = module.forward(module.init_params(), np.ones(3, np.float32))
+    assert all(np.asarray(saved).dtype != np.float64 for saved in cache.values())
+
+
+def test_gradients_are_writable_arrays_of_their_own(tmp_path: Path) -> None:
+    """Users update gradients in place: none may be a read-only view, another gradient,
+    or the caller's grad_output."""
+    module = compile_module(
+        "name: g\ninputs: {a: [], b: [], x: [3]}\nparams: {w: [3]}\n"
+        'nodes: {loss: "a + b + sum(w) + sum(x * x)"}\nwrt: [a, b, w]\n',
+        tmp_path,
+    )
+    grad_output = np.float64(1.0)
+    _, cache = module.forward(module.init_params(), 1.0, 2.0, np.ones(3))
+    grads = module.backward(cache, grad_output)
+    grads["w"] *= 0.5  # raised "output array is read-only" on a broadcast view
+    grads["a"] += 5.0
+    assert grads["b"] == 1.0 and grad_output == 1.0
+    np.testing.assert_array_equal(grads["w"], np.full(3, 0.5))
+
+
+def test_a_gradient_the_algebra_makes_zero_has_its_leaf_shape(tmp_path: Path) -> None:
+    module = compile_module(
+        'name: z\ninputs: {x: [4]}\nnodes: {o: "sum(maximum(x, x) - x)"}\nwrt: [x]\n', tmp_path
+    )
+    _, grads = module.value_and_grad({}, np.arange(4.0))
+    assert grads["x"].shape == (4,) and grads["x"].dtype == np.float64
+
+
+def test_ops_with_different_kinds_of_attrs_can_be_ordered() -> None:
+    """SymPy orders the terms of a sum: Attr(None) against Attr((0,)) must compare."""
+    x = symbol("x")
+    total = Count.make(x, attrs=(None,)) + Count.make(x, attrs=((0,),))
+    assert len(sp.Add.make_args(total)) == 2
