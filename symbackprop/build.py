@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
@@ -50,7 +50,6 @@ class Program:
     output: sp.Symbol
     wrt: tuple[sp.Symbol, ...]
     predict: sp.Symbol | None
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 _ELEMENTWISE_BINOPS: dict[str, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
@@ -329,7 +328,6 @@ class Builder:
             self._output(),
             self._wrt(),
             self._predict(),
-            self.counters,
         )
 
     def _leaf(self, name: str, type_: TensorType, kind: str, loc: Loc) -> None:
@@ -359,7 +357,6 @@ class Builder:
             node = self.add_op(spec_node.name, expr, type_, spec_node.loc, anonymous=False)
             self.counters[spec_node.name] -= 1
             self._rename(node, spec_node.name)
-        node.formula = spec_node.formula
         self.symbols[spec_node.name] = node.symbol
 
     def _rename(self, node: Node, name: str) -> None:

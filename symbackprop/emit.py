@@ -18,6 +18,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from . import __version__
 from .compiler import Optimized
 from .ir import Attr, Graph, Shape, Statement, symbol
+from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates
 from .printer import NumpyPrinter
 from .spec import ParamSpec
@@ -32,6 +33,7 @@ class Line:
     text: str
     comments: list[str] = field(default_factory=list)
     wrap: str = ""  # how a long line breaks, as ruff format breaks it: "", "parens" or "call"
+    origin: str = ""  # the statement this line computes (or a part of, when split)
 
     @property
     def call_head(self) -> str:
@@ -111,9 +113,14 @@ class _LinePrinter:
             if update is not None:
                 text = self.printer.in_place(update.ufunc, update.buffer, update.other)
                 if _fits_one_line(statement.target, text):
-                    result.append(Line(statement.target.name, text, comments))
+                    result.append(
+                        Line(statement.target.name, text, comments, origin=statement.target.name)
+                    )
                     continue
-            result += self._fit(statement.target, statement.expr, statement.owner, comments)
+            fitted = self._fit(statement.target, statement.expr, statement.owner, comments)
+            for line in fitted:
+                line.origin = statement.target.name
+            result += fitted
         return result
 
     def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:
@@ -283,8 +290,8 @@ def render(optimized: Optimized) -> str:
     ]
     predict = None
     if program.predict is not None:
-        wanted = passes_closure(optimized.forward, program.predict)
-        predict_lines = [line for line in forward_lines if line.target in wanted]
+        wanted = {s.target.name for s in dead_code(optimized.forward, [program.predict])}
+        predict_lines = [line for line in forward_lines if line.origin in wanted]
         reads = _used_names([s for s in optimized.forward if s.target.name in wanted]) | {
             program.predict.name
         }
@@ -346,11 +353,3 @@ class _PredictBlock:
     input_docs: list[dict[str, str]]
     target: str
     shape_text: str
-
-
-def passes_closure(statements: list[Statement], root: sp.Symbol) -> set[str]:
-    needed = {root}
-    for statement in reversed(statements):
-        if statement.target in needed:
-            needed.update(statement.expr.free_symbols)  # type: ignore[arg-type]
-    return {s.name for s in needed}

@@ -88,7 +88,6 @@ class Node:
     operands: tuple[sp.Symbol, ...] = ()
     anonymous: bool = False
     loc: Loc | None = None
-    formula: str = ""
     index: int = -1  # position in the graph, set by Graph.add
 
     @property

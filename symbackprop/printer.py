@@ -89,9 +89,7 @@ class NumpyPrinter(StrPrinter):
         return f"np.{ufunc}({buffer.name}, {other_text}, out={buffer.name})"
 
     def _print_TensorOp(self, expr: sp.Basic) -> str:
-        for helper in type(expr).helpers:
-            self.use_helper(helper)
-        return expr._numpy_text(self)
+        return expr._numpy_text(self)  # `_print` has recorded its helpers
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
         for helper in getattr(type(expr), "helpers", ()):
@@ -260,10 +258,6 @@ def _is_simple_power_operand(expr: sp.Basic) -> bool:
         coeff, rest = expr.as_coeff_mul()
         return coeff == -1 and len(rest) == 1 and _is_simple_power_operand(rest[0])
     return False
-
-
-def print_expr(expr: sp.Basic, printer: NumpyPrinter | None = None) -> str:
-    return (printer or NumpyPrinter()).doprint(expr)
 
 
 class MathPrinter(NumpyPrinter):

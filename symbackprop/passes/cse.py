@@ -16,10 +16,6 @@ from ..ir import Statement
 _PREFIX = "_cse_"
 
 
-def is_placeholder(value: sp.Symbol) -> bool:
-    return value.name.startswith(_PREFIX)
-
-
 def common_subexpressions(
     forward: list[Statement], backward: list[Statement]
 ) -> tuple[list[Statement], list[Statement]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -51,14 +52,7 @@ def _rename_in_note(note: str, renames: dict[str, str]) -> str:
 
 
 def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
-    return Statement(
-        statement.target,
-        expr,
-        statement.owner,
-        statement.phase,
-        statement.note,
-        statement.anonymous,
-    )
+    return dataclasses.replace(statement, expr=expr)
 
 
 def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
