@@ -17,7 +17,7 @@ import sympy as sp
 from . import formula as fm
 from .errors import Loc, SpecError
 from .functions import ELEMENTWISE
-from .ir import Graph, Node, TensorType, broadcast_shapes, symbol
+from .ir import Graph, Node, TensorType, broadcast_shapes, shape_text, symbol
 from .ops import (
     LANGUAGE_OPS,
     Fill,
@@ -168,7 +168,7 @@ class _NodeLowering:
         dtype = self._check_float(vals, what, loc)
         shape = broadcast_shapes(*(val.type.shape for val in vals))
         if shape is None:
-            shapes = " and ".join("[" + ", ".join(map(str, val.type.shape)) + "]" for val in vals)
+            shapes = " and ".join(shape_text(val.type.shape) for val in vals)
             raise self.fail(f"cannot broadcast shapes {shapes} in {what}", loc)
         try:
             expr = build(*(val.expr for val in vals))

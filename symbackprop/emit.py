@@ -17,7 +17,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 
 from . import __version__
 from .compiler import Optimized
-from .ir import Attr, Graph, Shape, Statement, symbol
+from .ir import Attr, Graph, Shape, Statement, shape_text, symbol
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates
 from .printer import NumpyPrinter
@@ -77,10 +77,6 @@ def _shape_literal(shape: tuple[object, ...]) -> str:
     items = [repr(dim) if isinstance(dim, str) else str(dim) for dim in shape]
     items = [item.replace("'", '"') for item in items]
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-
-
-def _shape_text(shape: tuple[object, ...]) -> str:
-    return "[" + ", ".join(str(dim) for dim in shape) + "]"
 
 
 _INIT_DEFAULTS = {
@@ -282,7 +278,7 @@ def render(optimized: Optimized) -> str:
     input_docs = [
         {
             "name": item.name,
-            "shape_text": _shape_text(item.shape),
+            "shape_text": shape_text(item.shape),
             "shape_literal": _shape_literal(item.shape) if item.shape else "()",
             "dtype": item.dtype,
         }
@@ -302,7 +298,7 @@ def render(optimized: Optimized) -> str:
             inputs=inputs,
             input_docs=[item for item in input_docs if item["name"] in inputs],
             target=program.predict.name,
-            shape_text=_shape_text(graph.type_of(program.predict).shape),
+            shape_text=shape_text(graph.type_of(program.predict).shape),
         )
 
     helpers = set(printer.helpers_used)
@@ -320,7 +316,7 @@ def render(optimized: Optimized) -> str:
         "params": [
             {
                 "name": param.name,
-                "shape_text": _shape_text(param.shape),
+                "shape_text": shape_text(param.shape),
                 "shape_literal": _shape_literal(param.shape),
                 "init": param.init,
                 "init_args": _init_args(param),
@@ -330,7 +326,7 @@ def render(optimized: Optimized) -> str:
         "inputs": input_docs,
         "uses_rng": any(param.init not in ("zeros", "ones") for param in spec.params),
         "grad_docs": [
-            f"{leaf.name}: {_shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt
+            f"{leaf.name}: {shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt
         ],
         "helpers": sorted(helpers),
         "forward": forward_block,

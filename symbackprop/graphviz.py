@@ -26,7 +26,7 @@ from .build import Program, build_program
 from .cli import EXIT_FAILED, EXIT_OK, _write_atomically
 from .errors import SpecError
 from .explain import Edge, GradientGraph, Notation, gate_role, gradient_graph
-from .ir import Node
+from .ir import Node, shape_text
 from .spec import load_spec
 
 DOT_SUFFIXES = (".dot", ".gv")
@@ -71,7 +71,7 @@ def _wrap(*parts: str) -> str:
 
 def _dims(node: Node) -> str:
     shape = node.type.shape
-    return "[" + ", ".join(str(dim) for dim in shape) + "]" if shape else "scalar"
+    return shape_text(shape) if shape else "scalar"
 
 
 class _Dot:

@@ -54,6 +54,11 @@ class Attr(sp.Atom):
         return (self.value,)
 
 
+def shape_text(shape: Shape) -> str:
+    """A shape as the spec writes it: `[batch, 784]`."""
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
 def broadcast_shapes(*shapes: Shape) -> Shape | None:
     """NumPy broadcasting over static shapes; named dims only match themselves or 1."""
     rank = max((len(shape) for shape in shapes), default=0)

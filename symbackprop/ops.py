@@ -28,7 +28,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
 from .functions import Maximum
-from .ir import Attr, Shape, TensorType, reduced_axes
+from .ir import Attr, Shape, TensorType, reduced_axes, shape_text
 
 if TYPE_CHECKING:
     from .printer import NumpyPrinter
@@ -110,10 +110,6 @@ def _float_operands(types: list[TensorType], what: str) -> str:
     return dtypes.pop() if dtypes else "const"
 
 
-def _dims(shape: Shape) -> str:
-    return "[" + ", ".join(str(dim) for dim in shape) + "]"
-
-
 # --- matrix products -------------------------------------------------------------------
 
 
@@ -132,11 +128,12 @@ class MatrixProduct(TensorOp):
         dtype = _float_operands(types, "@")
         if not 1 <= len(a.shape) <= 2 or not 1 <= len(b.shape) <= 2:
             raise ShapeError(
-                f"@ takes vectors and matrices, not shapes {_dims(a.shape)} and {_dims(b.shape)}"
+                "@ takes vectors and matrices, not shapes "
+                f"{shape_text(a.shape)} and {shape_text(b.shape)}"
             )
         if a.shape[-1] != b.shape[0]:
             raise ShapeError(
-                f"@ cannot multiply {_dims(a.shape)} by {_dims(b.shape)}: "
+                f"@ cannot multiply {shape_text(a.shape)} by {shape_text(b.shape)}: "
                 f"{a.shape[-1]} != {b.shape[0]}"
             )
         return TensorType(a.shape[:-1] + b.shape[1:], dtype)
@@ -405,8 +402,8 @@ class NegLogLikelihood(TensorOp):
             raise ShapeError("logits must be a float tensor with a class axis")
         if labels.shape != logp.shape[:-1]:
             raise ShapeError(
-                f"labels of shape {_dims(labels.shape)} do not fit logits of shape "
-                f"{_dims(logp.shape)} (expected {_dims(logp.shape[:-1])})"
+                f"labels of shape {shape_text(labels.shape)} do not fit logits of shape "
+                f"{shape_text(logp.shape)} (expected {shape_text(logp.shape[:-1])})"
             )
         return TensorType((), logp.dtype)
 
