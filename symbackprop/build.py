@@ -18,6 +18,7 @@ from . import formula as fm
 from .errors import Loc, SpecError
 from .functions import ELEMENTWISE
 from .ir import Graph, Node, TensorType, broadcast_shapes, shape_text, symbol
+from .naming import Namer
 from .ops import (
     LANGUAGE_OPS,
     Fill,
@@ -287,17 +288,13 @@ class Builder:
         self.graph = Graph()
         self.symbols: dict[str, sp.Symbol] = {}
         self.pending: set[str] = set()
-        self.counters: dict[str, int] = {}
-
-    def fresh_name(self, owner: str) -> str:
-        index = self.counters.get(owner, 0)
-        self.counters[owner] = index + 1
-        return f"t_{owner}_{index}"
+        self.namer = Namer()
 
     def add_op(
         self, owner: str, expr: sp.Expr, type_: TensorType, loc: Loc, anonymous: bool
     ) -> Node:
-        sym = symbol(self.fresh_name(owner))
+        """A new op node, named `t_<owner>_<k>` when anonymous, else after its spec node."""
+        sym = self.namer.fresh(owner) if anonymous else symbol(owner)
         free = [s for s in expr.free_symbols if s in self.graph.by_symbol]
         operands = tuple(sorted(free, key=lambda s: self.graph[s].index))  # type: ignore[index]
         return self.graph.add(Node(sym, type_, "op", owner, expr, operands, anonymous, loc))
@@ -355,8 +352,6 @@ class Builder:
                 val.type.shape, self.spec.dtype if val.type.dtype == "const" else val.type.dtype
             )
             node = self.add_op(spec_node.name, expr, type_, spec_node.loc, anonymous=False)
-            self.counters[spec_node.name] -= 1
-            self._rename(node, spec_node.name)
         self.symbols[spec_node.name] = node.symbol
 
     def _rename(self, node: Node, name: str) -> None:
