@@ -29,6 +29,7 @@ from .ops import (
     ReduceSum,
     ShapeError,
     TensorOp,
+    float_dtype,
 )
 from .spec import NodeSpec, Spec
 
@@ -154,14 +155,10 @@ class _NodeLowering:
         raise self.fail(f"{what} must be a constant", term.loc)
 
     def _check_float(self, vals: list[Val], what: str, loc: Loc) -> str:
-        dtypes = {val.type.dtype for val in vals}
-        bad = sorted(dtype for dtype in dtypes if dtype.startswith("int"))
-        if bad:
-            raise self.fail(f"{what} needs float tensors; integer inputs can only be labels", loc)
-        dtypes.discard("const")
-        if len(dtypes) > 1:
-            raise self.fail(f"{what} mixes dtypes {' and '.join(sorted(dtypes))}", loc)
-        return dtypes.pop() if dtypes else "const"
+        try:
+            return float_dtype([val.type for val in vals], what)
+        except ShapeError as err:
+            raise self.fail(str(err), loc) from None
 
     def _elementwise(
         self, build: Callable[..., sp.Expr], vals: list[Val], what: str, loc: Loc

@@ -101,12 +101,13 @@ class TensorOp(sp.Function):
         raise NotImplementedError
 
 
-def _float_operands(types: list[TensorType], what: str) -> str:
-    dtypes = {t.dtype for t in types if t.dtype != "const"}
+def float_dtype(types: list[TensorType], what: str) -> str:
+    """The one float dtype of some operands ("const" if all are numbers), or a ShapeError."""
     if not all(t.is_float for t in types):
-        raise ShapeError(f"{what} needs float tensors, not {', '.join(t.dtype for t in types)}")
+        raise ShapeError(f"{what} needs float tensors; integer inputs can only be labels")
+    dtypes = {t.dtype for t in types if t.dtype != "const"}
     if len(dtypes) > 1:
-        raise ShapeError(f"{what} mixes dtypes {', '.join(sorted(dtypes))}")
+        raise ShapeError(f"{what} mixes dtypes {' and '.join(sorted(dtypes))}")
     return dtypes.pop() if dtypes else "const"
 
 
@@ -125,7 +126,7 @@ class MatrixProduct(TensorOp):
     @classmethod
     def infer(cls, types: list[TensorType]) -> TensorType:
         a, b = types
-        dtype = _float_operands(types, "@")
+        dtype = float_dtype(types, "@")
         if not 1 <= len(a.shape) <= 2 or not 1 <= len(b.shape) <= 2:
             raise ShapeError(
                 "@ takes vectors and matrices, not shapes "
@@ -173,7 +174,7 @@ class Transposed(TensorOp):
     @classmethod
     def infer(cls, types: list[TensorType]) -> TensorType:
         (a,) = types
-        return TensorType(tuple(reversed(a.shape)), _float_operands(types, "transpose"))
+        return TensorType(tuple(reversed(a.shape)), float_dtype(types, "transpose"))
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         return ((Transposed(ctx.d), f"(dL/d{ctx.out})^T"),)
@@ -233,7 +234,7 @@ class Reduction(TensorOp):
 
     @classmethod
     def infer(cls, types: list[TensorType], axes: Any, keepdims: bool) -> TensorType:
-        dtype = _float_operands(types, cls.language_name or cls.__name__)
+        dtype = float_dtype(types, cls.language_name or cls.__name__)
         if not types[0].shape and axes:
             raise ShapeError(f"{cls.language_name} of a scalar has no axis")
         return TensorType(_reduced_shape(types[0].shape, axes, keepdims), dtype)
@@ -327,7 +328,7 @@ class _AxisOp(TensorOp):
 
     @classmethod
     def infer(cls, types: list[TensorType], axis: int) -> TensorType:
-        return TensorType(types[0].shape, _float_operands(types, cls.language_name or ""))
+        return TensorType(types[0].shape, float_dtype(types, cls.language_name or ""))
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.call(
