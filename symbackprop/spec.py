@@ -340,13 +340,15 @@ def _layers(fields: dict[str, YNode], inputs: list[InputSpec], root: YNode) -> _
         if "activation" in layer_fields:
             activation = layer_fields["activation"]
             text = _formula_text(activation, f"activation of layer {index}")
-            if text != "identity":
-                if text in LAYER_ACTIVATIONS:
-                    text, loc = f"{text}(x)", activation.loc
-                else:
-                    loc = _formula_loc(activation)
-                nodes.append(NodeSpec(f"h{index}", text, loc, (("x", current),)))
-                current = f"h{index}"
+            # an explicit `identity` still names the layer's output h<i>: a rebinding
+            if text == "identity":
+                text, loc = "x", activation.loc
+            elif text in LAYER_ACTIVATIONS:
+                text, loc = f"{text}(x)", activation.loc
+            else:
+                loc = _formula_loc(activation)
+            nodes.append(NodeSpec(f"h{index}", text, loc, (("x", current),)))
+            current = f"h{index}"
         width = units
     loss_name = None
     if "loss" in fields:

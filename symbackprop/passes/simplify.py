@@ -24,13 +24,16 @@ def symbol_uses(exprs: Iterable[sp.Expr]) -> Counter[sp.Symbol]:
 
 
 def copy_propagation(statements: list[Statement], keep: set[sp.Symbol]) -> list[Statement]:
-    """`d_t = d_s` lines vanish: later lines read `d_s` directly (unless `d_t` is a result)."""
+    """`d_t = d_s` lines vanish when `t` is a value the spec did not name: later lines read
+    `d_s` directly. The adjoint of a named value keeps its line (a rebinding, no copy), so
+    the reader finds `d_<name>` for every name of the spec, and swapping a layer's
+    activation for `identity` changes that layer's lines and no others."""
     renames: dict[sp.Symbol, sp.Expr] = {}
     note_renames: dict[str, str] = {}
     result = []
     for statement in statements:
         expr = statement.expr.xreplace(renames) if renames else statement.expr
-        if isinstance(expr, sp.Symbol) and statement.target not in keep:
+        if isinstance(expr, sp.Symbol) and statement.anonymous and statement.target not in keep:
             renames[statement.target] = expr
             if expr.name.startswith("d_"):
                 note_renames[statement.target.name[2:]] = expr.name[2:]
