@@ -1,7 +1,7 @@
 """The compiler driver: a straight line of pure stages.
 
 spec -> graph -> reverse mode -> copy propagation -> shape donors -> inlining
--> dead code -> CSE -> names -> emission.
+-> dead code -> CSE -> what to save (recompute cheap values) -> names -> emission.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from . import passes
 from .build import Program, build_program
 from .ir import Statement
 from .naming import Namer, name_temporaries
+from .ops import lowered, lowering_note
 from .reverse import Backward, reverse_mode
 from .spec import Spec, load_spec, parse_spec
 
@@ -35,7 +36,14 @@ def optimize(program: Program) -> Optimized:
     info = reverse_mode(program)
     results = {value for value in info.grads.values() if value is not None}
     forward = [
-        Statement(node.symbol, node.expr, node.owner, "forward", anonymous=node.anonymous)
+        Statement(
+            node.symbol,
+            lowered(node.expr),
+            node.owner,
+            "forward",
+            lowering_note(node.expr),
+            anonymous=node.anonymous,
+        )
         for node in graph.nodes
         if node.kind == "op"
     ]
@@ -49,6 +57,9 @@ def optimize(program: Program) -> Optimized:
     forward = passes.dead_code(forward, roots)
     forward, backward = passes.fold_numbers(forward), passes.fold_numbers(backward)
     forward, backward = passes.common_subexpressions(forward, backward)
+    forward, backward, recomputed = passes.recompute_elementwise(forward, backward)
+    if recomputed:  # the recomputed subexpressions may repeat within the backward pass
+        backward = passes.common_subexpressions([], backward)[1]
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
     backward = passes.copy_propagation(backward, keep=results)
     backward = passes.own_results(

@@ -20,7 +20,7 @@ from .compiler import Optimized
 from .ir import Attr, Graph, Shape, Statement, shape_text, symbol
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates
-from .printer import NumpyPrinter
+from .printer import NumpyPrinter, stability_note
 from .spec import ParamSpec
 
 LINE_LIMIT = 88
@@ -34,6 +34,19 @@ class Line:
     comments: list[str] = field(default_factory=list)
     wrap: str = ""  # how a long line breaks, as ruff format breaks it: "", "parens" or "call"
     origin: str = ""  # the statement this line computes (or a part of, when split)
+    trailing: str = ""  # a comment after the code, on the same line
+
+    def add_note(self, note: str) -> None:
+        """`note` after the code when the line has room for it, else above the line."""
+        if not note:
+            return
+        if self.trailing:
+            self.trailing, note = "", f"{self.trailing}; {note}"
+        single = INDENT + len(self.target) + 3 + len(self.text)
+        if not self.wrap and single + 4 + len(note) <= LINE_LIMIT:
+            self.trailing = note
+        else:
+            self.comments += _wrap_note(note)
 
     @property
     def call_head(self) -> str:
@@ -99,23 +112,27 @@ class _LinePrinter:
         self.namer = optimized.namer
         self.printer = printer
 
-    def lines(
-        self, statements: list[Statement], with_notes: bool, updates: dict[sp.Symbol, InPlace]
-    ) -> list[Line]:
+    def lines(self, statements: list[Statement], updates: dict[sp.Symbol, InPlace]) -> list[Line]:
+        """A backward line's note (the chain-rule step) goes above it; a forward line's note
+        (how an op is computed stably) and any stable rewrite go after it if they fit."""
         result: list[Line] = []
         for statement in statements:
-            comments = _wrap_note(statement.note) if with_notes and statement.note else []
+            chain_rule = statement.phase == "backward" and statement.note
+            comments = _wrap_note(statement.note) if chain_rule else []
             update = updates.get(statement.target)
+            fitted = []
             if update is not None:
                 text = self.printer.in_place(update.ufunc, update.buffer, update.other)
                 if _fits_one_line(statement.target, text):
-                    result.append(
-                        Line(statement.target.name, text, comments, origin=statement.target.name)
-                    )
-                    continue
-            fitted = self._fit(statement.target, statement.expr, statement.owner, comments)
+                    fitted = [Line(statement.target.name, text, comments)]
+                    fitted[0].add_note(stability_note(update.other))
+            fitted = fitted or self._fit(
+                statement.target, statement.expr, statement.owner, comments
+            )
             for line in fitted:
                 line.origin = statement.target.name
+            if not chain_rule:
+                fitted[-1].add_note(statement.note)
             result += fitted
         return result
 
@@ -128,7 +145,8 @@ class _LinePrinter:
                 (
                     (part, rest)
                     for part, rest in _splits(expr, temp, self.printer)
-                    if len(self.printer.doprint(rest)) < len(text)
+                    if len(rest_text := self.printer.doprint(rest)) < len(text)
+                    or _fits(target, rest, rest_text)  # longer, with a long temp's name
                 ),
                 None,
             )
@@ -138,7 +156,9 @@ class _LinePrinter:
             hoisted += self._fit(temp, part, owner, [])
             expr, text = rest, self.printer.doprint(rest)
         wrap = "" if _fits_one_line(target, text) else _wrap_kind(expr, text)
-        return hoisted + [Line(target.name, text, comments, wrap)]
+        line = Line(target.name, text, list(comments), wrap)
+        line.add_note(stability_note(expr))
+        return [*hoisted, line]
 
 
 _CALL = re.compile(r"[A-Za-z_][\w.]*\(")
@@ -251,8 +271,8 @@ def render(optimized: Optimized) -> str:
     forward_updates = in_place_updates(optimized.forward, shape_of, forward_keep)
     backward_keep = {d for d in optimized.grads.values() if d is not None}
     backward_updates = in_place_updates(optimized.backward, shape_of, backward_keep)
-    forward_lines = line_printer.lines(optimized.forward, False, forward_updates)
-    backward_lines = line_printer.lines(optimized.backward, True, backward_updates)
+    forward_lines = line_printer.lines(optimized.forward, forward_updates)
+    backward_lines = line_printer.lines(optimized.backward, backward_updates)
 
     def setup(names: set[str]) -> list[dict[str, str]]:
         """The params and inputs a block reads, each converted once to its dtype."""

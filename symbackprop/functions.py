@@ -100,7 +100,31 @@ class Softplus(Elementwise):
         return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
-        return Sigmoid(self.args[0])
+        # sigmoid(x) = 1 - exp(-softplus(x)): through the saved output, not the input
+        return -Expm1(-self)
+
+
+class Expm1(Elementwise):
+    """exp(x) - 1, exact near 0 where `exp(x) - 1` cancels (NumPy's expm1)."""
+
+    nargs = 1
+
+    @staticmethod
+    def numeric(x: float) -> float:
+        return math.expm1(x)
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return self + 1
+
+
+def unsaved_values(derivative: sp.Expr) -> sp.Expr:
+    """Derivatives written through a function's own value where that value is not a saved
+    node (a softplus inside a larger formula), back in terms of the input:
+    1 - exp(-softplus(x)) is sigmoid(x)."""
+    return derivative.replace(
+        lambda item: isinstance(item, Expm1) and isinstance(-item.args[0], Softplus),
+        lambda item: -Sigmoid((-item.args[0]).args[0]),
+    )
 
 
 class Log1p(Elementwise):

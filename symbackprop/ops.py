@@ -101,6 +101,21 @@ class TensorOp(sp.Function):
         raise NotImplementedError
 
 
+def lowered(expr: sp.Expr) -> sp.Expr:
+    """`expr` with each op that has a `lowered` form written in it, for the forward pass
+    (the op itself stays in the graph, where its adjoint rule applies)."""
+    return expr.replace(
+        lambda item: isinstance(item, TensorOp) and hasattr(item, "lowered"),
+        lambda item: item.lowered(),
+    )
+
+
+def lowering_note(expr: sp.Expr) -> str:
+    """What the forward line's comment says about the lowered ops in `expr` ("" if none)."""
+    notes = {getattr(item, "lowering_note", "") for item in expr.atoms(TensorOp)}
+    return "; ".join(sorted(note for note in notes if note))
+
+
 def float_dtype(types: list[TensorType], what: str) -> str:
     """The one float dtype of some operands ("const" if all are numbers), or a ShapeError."""
     if not all(t.is_float for t in types):
@@ -338,7 +353,15 @@ class _AxisOp(TensorOp):
 
 class Softmax(_AxisOp):
     language_name = "softmax"
-    helpers = ("softmax",)
+    lowering_note = "softmax, shifted by its max"
+
+    def lowered(self) -> sp.Expr:
+        """exp(x - max(x)) / sum(exp(x - max(x))): the shift keeps exp from overflowing.
+        The forward pass prints this form (CSE names the exp), so no helper is needed."""
+        (axis,) = self.attrs
+        x = self.args[0]
+        shifted = sp.exp(x - ReduceMax.make(x, attrs=((axis,), True)))
+        return shifted / ReduceSum.make(shifted, attrs=((axis,), True))
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (axis,) = self.attrs

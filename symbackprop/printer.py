@@ -30,11 +30,22 @@ _FUNCTIONS: dict[type, str] = {
     fn.Sqrt: "np.sqrt",
     fn.Maximum: "np.maximum",
     fn.Minimum: "np.minimum",
-    fn.Sigmoid: "_sigmoid",
-    fn.Softplus: "_softplus",
+    fn.Expm1: "np.expm1",
 }
-# numerically stable rewrites live in module helpers whose docstrings say what they do
-_HELPER_FUNCTIONS = {fn.Sigmoid: "sigmoid", fn.Softplus: "softplus"}
+# Functions NumPy lacks, printed inline as a numerically stable rewrite (no helper to
+# define, so swapping an activation changes the layer's lines and nothing else). A line
+# that uses one says so in a comment (`stability_note`).
+_STABLE_REWRITES: dict[type, tuple[str, str]] = {
+    # class: (NumPy text with {x} for the argument, the comment)
+    fn.Sigmoid: ("np.exp(-np.logaddexp(0, {x}))", "sigmoid as exp(-logaddexp(0, -x))"),
+    fn.Softplus: ("np.logaddexp(0, {x})", "softplus as logaddexp(0, x)"),
+}
+
+
+def stability_note(expr: sp.Expr) -> str:
+    """The comment naming the stable rewrites `expr` is printed with ("" if none)."""
+    used = sorted({_STABLE_REWRITES[type(item)][1] for item in expr.atoms(*_STABLE_REWRITES)})
+    return "stable " + "; ".join(used) if used else ""
 
 
 class NumpyPrinter(StrPrinter):
@@ -51,7 +62,9 @@ class NumpyPrinter(StrPrinter):
     # --- building blocks used by ops.py ------------------------------------------------
 
     def parenthesize(self, item: sp.Basic, level: int, strict: bool = False) -> str:
-        prec = precedence(item)
+        # an elementwise function prints as a call, which binds as tightly as a name
+        function = isinstance(item, sp.Function) and not hasattr(item, "precedence")
+        prec = PRECEDENCE["Atom"] if function else precedence(item)
         text = self._print(item)
         if prec < level or (strict and prec <= level):
             return f"({text})"
@@ -217,10 +230,13 @@ class NumpyPrinter(StrPrinter):
         name = _FUNCTIONS.get(type(expr))
         if name is None:
             raise TypeError(f"no NumPy spelling for {type(expr).__name__}")
-        helper = _HELPER_FUNCTIONS.get(type(expr))
-        if helper:
-            self.use_helper(helper)
         return self.call(name, expr.args)
+
+    def _print_Sigmoid(self, expr: sp.Function) -> str:
+        return _STABLE_REWRITES[fn.Sigmoid][0].format(x=self._print(-expr.args[0]))
+
+    def _print_Softplus(self, expr: sp.Function) -> str:
+        return _STABLE_REWRITES[fn.Softplus][0].format(x=self._print(expr.args[0]))
 
     def _print_Step(self, expr: sp.Function) -> str:
         x, at_zero = expr.args
@@ -272,7 +288,8 @@ class MathPrinter(NumpyPrinter):
         name = self._NAMES.get(name, name.lower())
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
-    _print_Relu = _print_Softplus = _print_LeakyRelu = _print_Step = _print_Function
+    _print_Relu = _print_Softplus = _print_Sigmoid = _print_Function
+    _print_LeakyRelu = _print_Step = _print_Function
 
     def call(
         self,

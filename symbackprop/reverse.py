@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .build import Program
+from .functions import unsaved_values
 from .ir import Graph, Node, Statement, reduced_axes, symbol
 from .ops import AdjointContext, SumTo, TensorOp
 from .printer import math_factor, math_text
@@ -70,7 +71,7 @@ def _elementwise_adjoints(
 ) -> list[tuple[sp.Symbol, Contribution]]:
     result = []
     for operand in node.operands:
-        local = sp.diff(node.expr, operand).xreplace({node.expr: node.symbol})
+        local = unsaved_values(sp.diff(node.expr, operand).xreplace({node.expr: node.symbol}))
         if local == 0:
             continue
         contribution = d * local

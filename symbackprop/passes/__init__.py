@@ -1,10 +1,12 @@
 """Optimization passes over the program of statements, each a pure function.
 
 In pipeline order: `copy_propagation`, `shape_donors`, `inline_single_use`,
-`dead_code`, `common_subexpressions`, then naming and scheduling (`naming.py`).
+`dead_code`, `common_subexpressions`, `recompute_elementwise` (what to save), then naming
+and scheduling (`naming.py`).
 """
 
 from .cse import common_subexpressions
+from .saving import recompute_elementwise
 from .simplify import (
     copy_propagation,
     dead_code,
@@ -21,5 +23,6 @@ __all__ = [
     "fold_numbers",
     "inline_single_use",
     "own_results",
+    "recompute_elementwise",
     "shape_donors",
 ]

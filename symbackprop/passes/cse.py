@@ -22,7 +22,10 @@ def common_subexpressions(
     statements = forward + backward
     if not statements:
         return forward, backward
-    temps = sp.numbered_symbols(_PREFIX, real=True)
+    # past any temporary an earlier CSE run made, when this one runs again
+    named = {s.target for s in statements}.union(*(s.expr.free_symbols for s in statements))
+    start = 1 + max((_index(s) for s in named if s.name.startswith(_PREFIX)), default=-1)
+    temps = sp.numbered_symbols(_PREFIX, start=start, real=True)
     replacements, reduced = sp.cse([s.expr for s in statements], symbols=temps, order="canonical")
     definitions = dict(replacements)
     placed: set[sp.Symbol] = set()
@@ -76,8 +79,12 @@ def common_subexpressions(
     return out["forward"], out["backward"]
 
 
+def _index(temp: sp.Symbol) -> int:
+    return int(temp.name[len(_PREFIX) :])
+
+
 def _order_key(value: sp.Basic) -> tuple[int, str]:
     name = getattr(value, "name", "")
     if name.startswith(_PREFIX):
-        return (0, f"{int(name[len(_PREFIX) :]):09d}")
+        return (0, f"{_index(value):09d}")  # type: ignore[arg-type]
     return (1, name)
