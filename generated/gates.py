@@ -101,7 +101,7 @@ def backward(
     w = cache["w"]
     q = cache["q"]
     f = cache["f"]
-    d_m = np.asarray(grad_output, dtype=DTYPE)
+    d_m = np.float64(grad_output)
     t_w_0 = f - w
     # dL/dw = dL/dm * dm/dw = dL/dm * [-f + w > 0]
     d_w = d_m * np.heaviside(-t_w_0, 0.5)

@@ -146,6 +146,9 @@ def backward(
 ) -> dict[str, np.ndarray]:
     """The backward pass: dloss/d(each of WRT), times `grad_output`.
 
+    Each adjoint is deleted (`del`) after its last use, so that its memory returns
+    at once rather than when the function returns.
+
     Args:
         cache: what `forward` returned beside the value.
         grad_output: dL/dloss, a scalar; 1.0 gives the gradients of loss.
@@ -162,7 +165,7 @@ def backward(
     W2 = cache["W2"]
     h1 = cache["h1"]
     t_loss_0 = cache["t_loss_0"]
-    d_loss = np.asarray(grad_output, dtype=DTYPE)
+    d_loss = np.float32(grad_output)
     # dL/ds2 = (softmax(s2) - one_hot(y)) * dL/dloss / n (fused log_softmax)
     d_s2 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size)
     # dL/db2 = sum over broadcast axes of dL/ds2
@@ -171,8 +174,10 @@ def backward(
     d_W2 = h1.T @ d_s2
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
+    del d_s2
     # dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]
     d_s1 = np.multiply(d_h1, h1 > 0, out=d_h1)
+    del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1

@@ -83,7 +83,7 @@ def backward(
     """
     c = cache["c"]
     d = cache["d"]
-    d_e = np.asarray(grad_output, dtype=DTYPE)
+    d_e = np.float64(grad_output)
     # dL/dd = dL/de * de/dd = dL/de * c
     d_d = c * d_e
     # dL/dc = dL/de * de/dc = dL/de * d

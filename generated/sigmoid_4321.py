@@ -137,6 +137,9 @@ def backward(
 ) -> dict[str, np.ndarray]:
     """The backward pass: dloss/d(each of WRT), times `grad_output`.
 
+    Each adjoint is deleted (`del`) after its last use, so that its memory returns
+    at once rather than when the function returns.
+
     Args:
         cache: what `forward` returned beside the value.
         grad_output: dL/dloss, a scalar; 1.0 gives the gradients of loss.
@@ -157,29 +160,34 @@ def backward(
     h1 = cache["h1"]
     h2 = cache["h2"]
     h3 = cache["h3"]
-    d_loss = np.asarray(grad_output, dtype=DTYPE)
+    d_loss = np.float64(grad_output)
     # dL/dt_loss_0 = dL/dloss broadcast to t_loss_0's shape
     d_t_loss_0 = np.broadcast_to(d_loss, y.shape)
     # dL/dh3 = dL/dt_loss_0 * dt_loss_0/dh3 = dL/dt_loss_0 * (2 * h3 - 2 * y)
     d_h3 = d_t_loss_0 * (2 * h3 - 2 * y)
     # dL/ds3 = dL/dh3 * sigmoid'(s3) = dL/dh3 * h3 * (1 - h3)
     d_s3 = np.multiply(d_h3, h3 * (1 - h3), out=d_h3)
+    del d_h3
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = d_s3.sum(axis=0)
     # dL/dW3 = h2^T @ dL/ds3
     d_W3 = h2.T @ d_s3
     # dL/dh2 = dL/ds3 @ W3^T
     d_h2 = d_s3 @ W3.T
+    del d_s3
     # dL/ds2 = dL/dh2 * sigmoid'(s2) = dL/dh2 * h2 * (1 - h2)
     d_s2 = np.multiply(d_h2, h2 * (1 - h2), out=d_h2)
+    del d_h2
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = d_s2.sum(axis=0)
     # dL/dW2 = h1^T @ dL/ds2
     d_W2 = h1.T @ d_s2
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = d_s2 @ W2.T
+    del d_s2
     # dL/ds1 = dL/dh1 * sigmoid'(s1) = dL/dh1 * h1 * (1 - h1)
     d_s1 = np.multiply(d_h1, h1 * (1 - h1), out=d_h1)
+    del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1

@@ -122,6 +122,9 @@ def backward(
 ) -> dict[str, np.ndarray]:
     """The backward pass: dloss/d(each of WRT), times `grad_output`.
 
+    Each adjoint is deleted (`del`) after its last use, so that its memory returns
+    at once rather than when the function returns.
+
     Args:
         cache: what `forward` returned beside the value.
         grad_output: dL/dloss, a scalar; 1.0 gives the gradients of loss.
@@ -139,7 +142,7 @@ def backward(
     t_h1_0 = cache["t_h1_0"]
     h1 = cache["h1"]
     p = cache["p"]
-    d_loss = np.asarray(grad_output, dtype=DTYPE)
+    d_loss = np.float64(grad_output)
     # dL/dt_loss_0 = dL/dloss / n, broadcast to t_loss_0's shape
     d_t_loss_0 = np.broadcast_to(d_loss / y.size, y.shape)
     # dL/dp = dL/dt_loss_0 * dt_loss_0/dp = dL/dt_loss_0 * (2 * p - 2 * y)
@@ -150,8 +153,10 @@ def backward(
     d_W2 = h1.T @ d_p
     # dL/dh1 = dL/dp @ W2^T
     d_h1 = d_p @ W2.T
+    del d_p
     # dL/ds1 = dL/dh1 * dh1/ds1
     d_s1 = np.multiply(d_h1, h1 * (1 - t_h1_0) + t_h1_0, out=d_h1)
+    del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = d_s1.sum(axis=0)
     # dL/dW1 = x^T @ dL/ds1

@@ -35,6 +35,8 @@ class Line:
     wrap: str = ""  # how a long line breaks, as ruff format breaks it: "", "parens" or "call"
     origin: str = ""  # the statement this line computes (or a part of, when split)
     trailing: str = ""  # a comment after the code, on the same line
+    reads: frozenset[str] = frozenset()  # the names the code reads
+    frees: list[str] = field(default_factory=list)  # names deleted after the line
 
     def add_note(self, note: str) -> None:
         """`note` after the code when the line has room for it, else above the line."""
@@ -124,7 +126,8 @@ class _LinePrinter:
             if update is not None:
                 text = self.printer.in_place(update.ufunc, update.buffer, update.other)
                 if _fits_one_line(statement.target, text):
-                    fitted = [Line(statement.target.name, text, comments)]
+                    reads = _names(update.other) | {update.buffer.name}
+                    fitted = [Line(statement.target.name, text, comments, reads=reads)]
                     fitted[0].add_note(stability_note(update.other))
             fitted = fitted or self._fit(
                 statement.target, statement.expr, statement.owner, comments
@@ -156,7 +159,7 @@ class _LinePrinter:
             hoisted += self._fit(temp, part, owner, [])
             expr, text = rest, self.printer.doprint(rest)
         wrap = "" if _fits_one_line(target, text) else _wrap_kind(expr, text)
-        line = Line(target.name, text, list(comments), wrap)
+        line = Line(target.name, text, list(comments), wrap, reads=_names(expr))
         line.add_note(stability_note(expr))
         return [*hoisted, line]
 
@@ -233,6 +236,28 @@ def _shape_lookup(graph: Graph) -> Callable[[sp.Symbol], Shape | None]:
     return lambda value: shapes.get(value.name) if value.name in floats else None
 
 
+def _names(expr: sp.Expr) -> frozenset[str]:
+    return frozenset(item.name for item in expr.free_symbols)  # type: ignore[attr-defined]
+
+
+def free_used_up(lines: list[Line], freeable: Callable[[str], bool]) -> None:
+    """After the line that reads a name for the last time, `del` it (if `freeable`), so
+    that its array's memory returns at once, as in hand-written code that rebinds one
+    name, and not when the function returns. A name whose array a line took over (with
+    `out=`) is deleted there too: the array lives on under the new name alone."""
+    last: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        for name in line.reads:
+            last[name] = index
+    defined = {line.target for line in lines}
+    for index, line in enumerate(lines[:-1]):  # the return frees what the last line reads
+        line.frees = sorted(
+            name
+            for name in line.reads
+            if last[name] == index and name in defined and freeable(name)
+        )
+
+
 def _used_names(statements: list[Statement]) -> set[str]:
     return {s.name for statement in statements for s in statement.expr.free_symbols}  # type: ignore[attr-defined]
 
@@ -285,6 +310,11 @@ def render(optimized: Optimized) -> str:
     backward_updates = in_place_updates(optimized.backward, shape_of, backward_keep)
     forward_lines = line_printer.lines(optimized.forward, forward_updates)
     backward_lines = line_printer.lines(optimized.backward, backward_updates)
+    results = {d.name for d in backward_keep}
+    free_used_up(
+        backward_lines,
+        lambda name: name not in results and bool(shape_of(symbol(name))),
+    )
 
     def setup(names: set[str]) -> list[dict[str, str]]:
         """The params and inputs a block reads, each converted once to its dtype."""
@@ -367,6 +397,7 @@ def render(optimized: Optimized) -> str:
         "seed": seed,
         "seed_used": seed_used,
         "backward": backward_lines,
+        "backward_frees": any(line.frees for line in backward_lines),
         "grads": grads,
         "output": spec.output,
         "predict": predict,

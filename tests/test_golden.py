@@ -106,3 +106,11 @@ def test_no_absolute_paths_or_timestamps(spec_path: Path) -> None:
         assert root not in text, f"{root!r} in generated code"
     assert not re.search(r"\b(19|20)\d\d-[01]\d-[0-3]\d\b", text), "a date in generated code"
     assert not re.search(r"\b[0-2]\d:[0-5]\d(:[0-5]\d)?\b", text), "a time of day in generated code"
+
+
+def test_the_readme_shows_the_generated_code_as_it_is() -> None:
+    """The README's excerpt of generated/mlp.py, up to its `...`, is in that file as is."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```python\n    d_loss = ") + len("```python\n")
+    excerpt = readme[start : readme.index("    ...\n```", start)]
+    assert excerpt in (GENERATED / "mlp.py").read_text(encoding="utf-8"), REGENERATE
