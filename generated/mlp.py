@@ -66,7 +66,8 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
 def _log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """x - logsumexp(x), shifted by the max: no exp overflows, no log of 0."""
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return shifted
 
 
 def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -125,9 +126,11 @@ def forward(
     b2 = np.asarray(params["b2"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=np.int64)
-    s1 = x @ W1 + b1
+    s1 = x @ W1
+    s1 += b1
     h1 = np.maximum(s1, 0, out=s1)
-    s2 = h1 @ W2 + b2
+    s2 = h1 @ W2
+    s2 += b2
     t_loss_0 = _log_softmax(s2, axis=1)
     loss = -_picked(t_loss_0, y).sum() / y.size
     cache = {
@@ -235,7 +238,9 @@ def predict(
     W2 = np.asarray(params["W2"], dtype=DTYPE)
     b2 = np.asarray(params["b2"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
-    s1 = x @ W1 + b1
+    s1 = x @ W1
+    s1 += b1
     h1 = np.maximum(s1, 0, out=s1)
-    s2 = h1 @ W2 + b2
+    s2 = h1 @ W2
+    s2 += b2
     return s2

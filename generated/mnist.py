@@ -72,7 +72,8 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
 def _log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """x - logsumexp(x), shifted by the max: no exp overflows, no log of 0."""
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    shifted -= np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return shifted
 
 
 def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -137,11 +138,14 @@ def forward(
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=np.int64)
-    s1 = x @ W1 + b1
+    s1 = x @ W1
+    s1 += b1
     h1 = np.maximum(s1, 0, out=s1)
-    s2 = h1 @ W2 + b2
+    s2 = h1 @ W2
+    s2 += b2
     h2 = np.maximum(s2, 0, out=s2)
-    s3 = h2 @ W3 + b3
+    s3 = h2 @ W3
+    s3 += b3
     t_loss_0 = _log_softmax(s3, axis=1)
     loss = -_picked(t_loss_0, y).sum() / y.size
     cache = {
@@ -273,9 +277,12 @@ def predict(
     W3 = np.asarray(params["W3"], dtype=DTYPE)
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
-    s1 = x @ W1 + b1
+    s1 = x @ W1
+    s1 += b1
     h1 = np.maximum(s1, 0, out=s1)
-    s2 = h1 @ W2 + b2
+    s2 = h1 @ W2
+    s2 += b2
     h2 = np.maximum(s2, 0, out=s2)
-    s3 = h2 @ W3 + b3
+    s3 = h2 @ W3
+    s3 += b3
     return s3

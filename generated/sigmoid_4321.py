@@ -111,11 +111,14 @@ def forward(
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=DTYPE)
-    s1 = x @ W1 + b1
+    s1 = x @ W1
+    s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s2 = h1 @ W2 + b2
+    s2 = h1 @ W2
+    s2 += b2
     h2 = np.exp(-np.logaddexp(0, -s2))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s3 = h2 @ W3 + b3
+    s3 = h2 @ W3
+    s3 += b3
     h3 = np.exp(-np.logaddexp(0, -s3))  # stable sigmoid as exp(-logaddexp(0, -x))
     t_loss_0 = (h3 - y) ** 2
     loss = t_loss_0.sum()
@@ -253,10 +256,13 @@ def predict(
     W3 = np.asarray(params["W3"], dtype=DTYPE)
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
-    s1 = x @ W1 + b1
+    s1 = x @ W1
+    s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s2 = h1 @ W2 + b2
+    s2 = h1 @ W2
+    s2 += b2
     h2 = np.exp(-np.logaddexp(0, -s2))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s3 = h2 @ W3 + b3
+    s3 = h2 @ W3
+    s3 += b3
     h3 = np.exp(-np.logaddexp(0, -s3))  # stable sigmoid as exp(-logaddexp(0, -x))
     return h3

@@ -99,10 +99,12 @@ def forward(
     b2 = np.asarray(params["b2"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=DTYPE)
-    s1 = x @ W1 + b1
+    s1 = x @ W1
+    s1 += b1
     t_h1_0 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
     h1 = np.multiply(s1, t_h1_0, out=s1)
-    p = h1 @ W2 + b2
+    p = h1 @ W2
+    p += b2
     t_loss_0 = (p - y) ** 2
     loss = t_loss_0.sum() / t_loss_0.size
     cache = {

@@ -18,6 +18,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from . import __version__
 from .compiler import Optimized
 from .ir import Attr, Graph, Shape, Statement, shape_text, symbol
+from .ops import MatrixProduct
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates
 from .printer import NumpyPrinter, stability_note
@@ -36,6 +37,7 @@ class Line:
     origin: str = ""  # the statement this line computes (or a part of, when split)
     trailing: str = ""  # a comment after the code, on the same line
     reads: frozenset[str] = frozenset()  # the names the code reads
+    operator: str = "="  # or `+=`, `-=`: the line updates its target in place
     frees: list[str] = field(default_factory=list)  # names deleted after the line
 
     def add_note(self, note: str) -> None:
@@ -113,6 +115,7 @@ class _LinePrinter:
     def __init__(self, optimized: Optimized, printer: NumpyPrinter):
         self.namer = optimized.namer
         self.printer = printer
+        self.graph = optimized.program.graph
 
     def lines(self, statements: list[Statement], updates: dict[sp.Symbol, InPlace]) -> list[Line]:
         """A backward line's note (the chain-rule step) goes above it; a forward line's note
@@ -123,6 +126,9 @@ class _LinePrinter:
             comments = _wrap_note(statement.note) if chain_rule else []
             update = updates.get(statement.target)
             fitted = []
+            if update is None and (split := self._product_then_rest(statement)):
+                fitted = split
+                fitted[0].comments = comments
             if update is not None:
                 text = self.printer.in_place(update.ufunc, update.buffer, update.other)
                 if _fits_one_line(statement.target, text):
@@ -138,6 +144,34 @@ class _LinePrinter:
                 fitted[-1].add_note(statement.note)
             result += fitted
         return result
+
+    def _product_then_rest(self, statement: Statement) -> list[Line]:
+        """`s1 = x @ W1 + b1` as `s1 = x @ W1` then `s1 += b1`, as hand-written code does:
+        the product's array becomes the result, so no second array of its size is made
+        (and, past malloc's mmap threshold, unmapped again: costly with threads about).
+        Empty when the line is not a product plus terms, or either part is long."""
+        expr, target = statement.expr, statement.target
+        graph = self.graph
+        if not expr.is_Add or target not in graph.by_symbol:
+            return []
+        products = [arg for arg in expr.args if isinstance(arg, MatrixProduct)]
+        if len(products) != 1 or not all(a in graph.by_symbol for a in products[0].args):
+            return []
+        product = products[0]
+        shape = MatrixProduct.infer([graph.type_of(a) for a in product.args]).shape
+        rest = expr - product
+        if not shape or shape != graph.type_of(target).shape or target in rest.free_symbols:
+            return []
+        operator, rest = ("-=", -rest) if rest.could_extract_minus_sign() else ("+=", rest)
+        first, second = self.printer.doprint(product), self.printer.doprint(rest)
+        if not (_fits_one_line(target, first) and _fits_one_line(target, second)):
+            return []
+        lines = [
+            Line(target.name, first, reads=_names(product)),
+            Line(target.name, second, reads=_names(rest) | {target.name}, operator=operator),
+        ]
+        lines[1].add_note(stability_note(rest))
+        return lines
 
     def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:
         text = self.printer.doprint(expr)

@@ -170,3 +170,35 @@ def test_an_explicit_identity_activation_keeps_the_layer_names(tmp_path) -> None
     residual = (x @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"] - y
     expected_b2 = 2 * residual.sum(axis=0) / residual.size
     np.testing.assert_allclose(grads["b2"], expected_b2, rtol=1e-12)
+
+
+PRODUCT_SPEC = """
+name: product
+inputs: {x: [batch, 4], v: [4]}
+params: {W: [4, 3], V: [4, 3], b: [3], c: [3], M: [4, 4]}
+nodes:
+  s: x @ W + b
+  r: x @ V - c * b
+  q: v @ M + x
+  loss: sum(s * r) + sum(q)
+output: loss
+"""
+
+
+def test_a_product_plus_terms_adds_the_terms_into_the_product_array(tmp_path) -> None:
+    """`s = x @ W` then `s += b`: no second array of the product's size. Only where the
+    product is as big as the result (`v @ M + x` broadcasts the product up: one line)."""
+    source = compile_text(PRODUCT_SPEC, "product.yaml")
+    assert "    s = x @ W\n    s += b\n" in source
+    assert "    r = x @ V\n    r -= b * c\n" in source
+    assert "    q +=" not in source
+    module = import_source(source, tmp_path)
+    rng = np.random.default_rng(0)
+    params = module.init_params(0)
+    params["b"], params["c"] = rng.standard_normal(3), rng.standard_normal(3)
+    x, v = rng.standard_normal((2, 4)), rng.standard_normal(4)
+    loss, _ = module.forward(params, x, v)
+    s = x @ params["W"] + params["b"]
+    r = x @ params["V"] - params["c"] * params["b"]
+    expected = (s * r).sum() + (v @ params["M"] + x).sum()
+    assert loss == pytest.approx(expected, rel=1e-12)
