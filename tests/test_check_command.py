@@ -311,3 +311,25 @@ def test_float64_variant_keeps_labels_int() -> None:
     variant = gradcheck.float64_variant(spec)
     assert variant.dtype == "float64"
     assert {item.name: item.dtype for item in variant.inputs} == {"x": "float64", "y": "int64"}
+
+
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def test_check_asks_for_one_blas_thread(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Set before NumPy's first import (in the CLI's own process): small products gain
+    nothing from threads, which only contend for the cores of a busy machine."""
+    for variable in BLAS_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    assert main(["check", str(EXAMPLES / "seed_graph.yaml")]) == 0
+    assert [os.environ[variable] for variable in BLAS_VARIABLES] == ["1", "1", "1"]
+
+
+def test_check_keeps_the_users_blas_threads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert main(["check", str(EXAMPLES / "seed_graph.yaml")]) == 0
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
