@@ -32,20 +32,21 @@ _FUNCTIONS: dict[type, str] = {
     fn.Minimum: "np.minimum",
     fn.Expm1: "np.expm1",
 }
-# Functions NumPy lacks, printed inline as a numerically stable rewrite (no helper to
-# define, so swapping an activation changes the layer's lines and nothing else). A line
-# that uses one says so in a comment (`stability_note`).
-_STABLE_REWRITES: dict[type, tuple[str, str]] = {
-    # class: (NumPy text with {x} for the argument, the comment)
-    fn.Sigmoid: ("np.exp(-np.logaddexp(0, {x}))", "sigmoid as exp(-logaddexp(0, -x))"),
-    fn.Softplus: ("np.logaddexp(0, {x})", "softplus as logaddexp(0, x)"),
+# Functions NumPy lacks are printed inline in a numerically stable form (no helper to
+# define, so swapping an activation changes that layer's lines and nothing else); a line
+# that uses such a form says so in a comment (`stability_note`).
+_STABILITY_NOTES: dict[type, str] = {
+    fn.Sigmoid: "stable sigmoid as exp(-logaddexp(0, -x))",
+    fn.Softplus: "stable softplus as logaddexp(0, x)",
+    # softplus' through its output: 1 - exp(-h), which cancels for small h
+    fn.Expm1: "expm1: exact 1 - exp(-x)",
 }
 
 
 def stability_note(expr: sp.Expr) -> str:
     """The comment naming the stable rewrites `expr` is printed with ("" if none)."""
-    used = sorted({_STABLE_REWRITES[type(item)][1] for item in expr.atoms(*_STABLE_REWRITES)})
-    return "stable " + "; ".join(used) if used else ""
+    used = sorted({_STABILITY_NOTES[type(item)] for item in expr.atoms(*_STABILITY_NOTES)})
+    return "; ".join(used)
 
 
 class NumpyPrinter(StrPrinter):
@@ -233,10 +234,10 @@ class NumpyPrinter(StrPrinter):
         return self.call(name, expr.args)
 
     def _print_Sigmoid(self, expr: sp.Function) -> str:
-        return _STABLE_REWRITES[fn.Sigmoid][0].format(x=self._print(-expr.args[0]))
+        return f"np.exp(-np.logaddexp(0, {self._print(-expr.args[0])}))"
 
     def _print_Softplus(self, expr: sp.Function) -> str:
-        return _STABLE_REWRITES[fn.Softplus][0].format(x=self._print(expr.args[0]))
+        return f"np.logaddexp(0, {self._print(expr.args[0])})"
 
     def _print_Step(self, expr: sp.Function) -> str:
         x, at_zero = expr.args
@@ -280,6 +281,12 @@ class MathPrinter(NumpyPrinter):
     """Expressions as math for comments, spaced like the code: `h1 * (1 - h1)`, `sigmoid(s1)`."""
 
     _NAMES = {"Abs": "abs", "LeakyRelu": "leaky_relu", "Log1p": "log1p"}
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        # the code computes 1 - exp(y) as -expm1(y); the comment shows the math
+        if len(expr.args) == 2 and expr.args[0] == -1 and isinstance(expr.args[1], fn.Expm1):
+            return f"1 - exp({self._print(expr.args[1].args[0])})"
+        return super()._print_Mul(expr)
 
     def _print_Function(self, expr: sp.Function) -> str:
         if isinstance(expr, fn.Step):

@@ -22,6 +22,7 @@ STABLE_FORMS = {  # a pattern of the printed form: the comment that must name it
     r"np\.exp\(-np\.logaddexp\(0, ": "sigmoid as exp(-logaddexp(0, -x))",
     r"(?<!-)np\.logaddexp\(0, ": "softplus as logaddexp(0, x)",
     r"np\.exp\(\w+ - \w+\.max\(axis=": "softmax, shifted by its max",
+    r"np\.expm1\(": "expm1: exact 1 - exp(-x)",
 }
 
 REWRITES_SPEC = """
