@@ -4,7 +4,7 @@
 """Forward and backward passes of `gates`.
 
 Compiled from gates.yaml.
-Imports NumPy and nothing else; shapes name their dims as the spec does.
+Imports NumPy (2.0 or later) and nothing else; shapes name their dims as the spec does.
 In the comments, L is `m`, the output.
 
 Inputs:

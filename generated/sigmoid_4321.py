@@ -4,7 +4,7 @@
 """Forward and backward passes of `sigmoid_4321`.
 
 Compiled from sigmoid_4321.yaml.
-Imports NumPy and nothing else; shapes name their dims as the spec does.
+Imports NumPy (2.0 or later) and nothing else; shapes name their dims as the spec does.
 In the comments, L is `loss`, the output.
 
 Inputs:
