@@ -363,6 +363,9 @@ class Softmax(_AxisOp):
         shifted = sp.exp(x - ReduceMax.make(x, attrs=((axis,), True)))
         return shifted / ReduceSum.make(shifted, attrs=((axis,), True))
 
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.doprint(self.lowered())  # where a line was not lowered first
+
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (axis,) = self.attrs
         s, d = ctx.out, ctx.d
