@@ -46,7 +46,7 @@ class Line:
             return
         if self.trailing:
             self.trailing, note = "", f"{self.trailing}; {note}"
-        single = INDENT + len(self.target) + 3 + len(self.text)
+        single = INDENT + len(self.target) + len(self.operator) + 2 + len(self.text)
         if not self.wrap and single + 4 + len(note) <= LINE_LIMIT:
             self.trailing = note
         else:
@@ -151,12 +151,12 @@ class _LinePrinter:
         (and, past malloc's mmap threshold, unmapped again: costly with threads about).
         Empty when the line is not a product plus terms, or either part is long."""
         expr, target = statement.expr, statement.target
-        graph = self.graph
-        if not expr.is_Add or target not in graph.by_symbol:
-            return []
+        if not expr.is_Add or not self._is_named(target):
+            return []  # a temporary's name may be another value's in the graph, once renamed
         products = [arg for arg in expr.args if isinstance(arg, MatrixProduct)]
-        if len(products) != 1 or not all(a in graph.by_symbol for a in products[0].args):
+        if len(products) != 1 or not all(self._is_named(a) for a in products[0].args):
             return []
+        graph = self.graph
         product = products[0]
         shape = MatrixProduct.infer([graph.type_of(a) for a in product.args]).shape
         rest = expr - product
@@ -164,7 +164,7 @@ class _LinePrinter:
             return []
         operator, rest = ("-=", -rest) if rest.could_extract_minus_sign() else ("+=", rest)
         first, second = self.printer.doprint(product), self.printer.doprint(rest)
-        if not (_fits_one_line(target, first) and _fits_one_line(target, second)):
+        if not (_fits_one_line(target, first) and _fits_one_line(target, second, operator)):
             return []
         lines = [
             Line(target.name, first, reads=_names(product)),
@@ -172,6 +172,11 @@ class _LinePrinter:
         ]
         lines[1].add_note(stability_note(rest))
         return lines
+
+    def _is_named(self, value: sp.Basic) -> bool:
+        """A value the spec named: its name is the graph's, before and after naming."""
+        node = self.graph.by_symbol.get(value)  # type: ignore[call-overload]
+        return node is not None and not node.anonymous
 
     def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:
         text = self.printer.doprint(expr)
@@ -201,8 +206,8 @@ class _LinePrinter:
 _CALL = re.compile(r"[A-Za-z_][\w.]*\(")
 
 
-def _fits_one_line(target: sp.Symbol, text: str) -> bool:
-    return INDENT + len(target.name) + 3 + len(text) <= LINE_LIMIT
+def _fits_one_line(target: sp.Symbol, text: str, operator: str = "=") -> bool:
+    return INDENT + len(target.name) + len(operator) + 2 + len(text) <= LINE_LIMIT
 
 
 def _wrap_kind(expr: sp.Expr, text: str) -> str:

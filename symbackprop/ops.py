@@ -353,6 +353,7 @@ class _AxisOp(TensorOp):
 
 class Softmax(_AxisOp):
     language_name = "softmax"
+    precedence = PRECEDENCE["Mul"]  # printed as a quotient where it is not lowered first
     lowering_note = "softmax, shifted by its max"
 
     def lowered(self) -> sp.Expr:

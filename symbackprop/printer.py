@@ -149,6 +149,8 @@ class NumpyPrinter(StrPrinter):
             negative = term.could_extract_minus_sign()
             body = self.parenthesize(-term if negative else term, PRECEDENCE["Add"], strict=False)
             if index == 0:
+                if negative and (-term).is_Pow:
+                    body = f"({body})"  # `-(x**2) + y`, as ruff format writes it
                 text = f"-{body}" if negative else body
             else:
                 text += f" - {body}" if negative else f" + {body}"
@@ -190,6 +192,8 @@ class NumpyPrinter(StrPrinter):
             parts += [f"({self._print(mask.args[0])} > 0)" for mask in masks]
         else:
             parts = [self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator]
+        if sign and numerator and numerator[0].is_Pow:
+            parts[0] = f"({parts[0]})"  # `-(x**2)`, as ruff format writes a negated power
         top = " * ".join(parts) or "1"
         if not denominator:
             return sign + top

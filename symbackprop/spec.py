@@ -440,14 +440,17 @@ def parse_spec(text: str, file: str) -> Spec:
 
 
 def _check_unique(inputs: list[InputSpec], params: list[ParamSpec], nodes: list[NodeSpec]) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, Loc]] = {}
     for kind, items in (("input", inputs), ("param", params), ("node", nodes)):
         for item in items:
             if item.name in seen:
+                # line too: layers name their values (W1, s1, h1) on the layer's line
+                earlier, loc = seen[item.name]
                 raise SpecError(
-                    f"{kind} {item.name!r} has the same name as a {seen[item.name]}", item.loc
+                    f"{kind} {item.name!r} has the same name as the {earlier} on line {loc.line}",
+                    item.loc,
                 )
-            seen[item.name] = kind
+            seen[item.name] = kind, item.loc
 
 
 def _wrt(node: YNode | None, params: list[ParamSpec], root: YNode) -> tuple[tuple[str, ...], Loc]:

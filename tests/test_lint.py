@@ -105,6 +105,19 @@ nodes:
   loss: sum(w * x + b)
 """
 
+# `s += ...` is one character longer than `s = ...`; a negated power is `-(x**2)`
+AUGMENTED_SPEC = """
+name: augmented
+inputs: {x: [batch, 4]}
+params: {W: [4, 3], cazzz: [3], cb: [3], cc: [3], cd: [3], ce: [3], cf: [3], cg: [3],
+  ch: [3], ci: [3], cj: [3], ck: [3], cl: [3], cm: [3], cn: [3], co: [3], cp: [3]}
+nodes:
+  s: x @ W + cazzz * cb + cc * cd + ce * cf + cg * ch + ci * cj + ck * cl + cm * cn + co * cp
+  a: sigmoid(x * x) - x ** 2 + exp(-x ** 2)
+  loss: sum(s * s) + sum(a)
+output: loss
+"""
+
 LONG_FILE_NAME = "a_spec_file_with_a_rather_long_and_descriptive_name"
 LONG_FILE_SPEC = """
 name: long_file_name
@@ -149,11 +162,8 @@ CASES = [
     _text("long_formulas", LONG_SPEC),
     _text("single_wrt", SINGLE_WRT_SPEC),
     _text("zero_init", ZERO_INIT_SPEC),
-    _text(
-        "long_file_name",
-        LONG_FILE_SPEC,
-        LONG_FILE_NAME,
-    ),
+    _text("augmented", AUGMENTED_SPEC),
+    _text("long_file_name", LONG_FILE_SPEC, LONG_FILE_NAME),
 ]
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sympy as sp
 
+from symbackprop.errors import SpecError
 from symbackprop.ir import symbol
 from symbackprop.ops import Count
+from symbackprop.spec import parse_spec
 from tests.support import compile_module
 
 
@@ -56,3 +59,41 @@ def test_ops_with_different_kinds_of_attrs_can_be_ordered() -> None:
     x = symbol("x")
     total = Count.make(x, attrs=(None,)) + Count.make(x, attrs=((0,),))
     assert len(sp.Add.make_args(total)) == 2
+
+
+def test_a_renamed_temporary_is_not_taken_for_another_value(tmp_path: Path) -> None:
+    """`v @ W + c` with no gradient through the product: the sum's temporary got the
+    product's old name, and `t += c` broadcast into the smaller product array."""
+    module = compile_module(
+        "name: r\ninputs: {v: [4], c: [batch, 3]}\nparams: {W: [4, 3]}\n"
+        'nodes: {loss: "sum(v @ W + c)"}\nwrt: [c]\n',
+        tmp_path,
+    )
+    params, v, c = module.init_params(), np.ones(4), np.ones((2, 3))
+    value, grads = module.value_and_grad(params, v, c)
+    assert value == np.sum(v @ params["W"] + c)
+    np.testing.assert_array_equal(grads["c"], np.ones((2, 3)))
+
+
+def test_a_function_of_a_constant_folds_and_keeps_float32(tmp_path: Path) -> None:
+    """`relu(x - x)` printed as `np.maximum(0, 0)`, an int64 that made float32 float64."""
+    module = compile_module(
+        "name: z\ndtype: float32\ninputs: {x: [3]}\nparams: {w: [3]}\n"
+        'nodes: {loss: "sum(relu(x - x) * w + w * x)"}\n',
+        tmp_path,
+    )
+    x = np.arange(3, dtype=np.float32)
+    value, grads = module.value_and_grad(module.init_params(), x)
+    assert value.dtype == np.float32 and grads["w"].dtype == np.float32
+    np.testing.assert_array_equal(grads["w"], x)
+
+
+def test_a_name_clash_with_a_layer_value_says_where_the_layer_is() -> None:
+    text = (
+        "name: clash\ninputs: {x: [batch, 4], y: [batch, 3]}\n"
+        "layers: [{dense: 3, activation: identity}]\n"
+        "nodes: {h1: out * 2, loss: mean((h1 - y)**2)}\noutput: loss\n"
+    )
+    with pytest.raises(SpecError) as raised:
+        parse_spec(text, "clash.yaml")
+    assert str(raised.value).endswith("node 'h1' has the same name as the node on line 3")

@@ -164,7 +164,8 @@ def _foldable(expr: sp.Basic) -> bool:
         return False
     if any(isinstance(node, TensorOp) for node in sp.preorder_traversal(expr)):
         return False
-    return bool(sp.N(expr, 17).is_Float)  # False where it cannot be evaluated
+    value = sp.N(expr, 17)  # `relu(0)` evaluates to the Integer 0, which is folded too
+    return bool(value.is_Number and value.is_finite)  # False where it cannot be evaluated
 
 
 def _as_float(expr: sp.Basic) -> sp.Float:
