@@ -156,6 +156,8 @@ def gate_role(node: Node) -> str:
         return node.kind
     if isinstance(expr, ops.TensorOp):
         return _TENSOR_ROLES.get(type(expr), function_name(type(expr)))
+    if isinstance(expr, sp.Symbol):
+        return "identity: passes the gradient on"
     if isinstance(expr, sp.Add):
         return "add gate: distributes the gradient"
     if isinstance(expr, sp.Mul):

@@ -15,6 +15,7 @@ import pytest
 from symbackprop import graphviz
 from symbackprop.build import build_program
 from symbackprop.cli import main
+from symbackprop.spec import parse_spec
 from tests.support import EXAMPLES, ROOT, example_spec
 
 EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
@@ -169,3 +170,14 @@ def test_same_dot_under_any_hash_seed() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout == expected, f"PYTHONHASHSEED={seed} changes the DOT"
+
+
+def test_an_identity_layer_is_drawn_as_passing_the_gradient_on() -> None:
+    spec = parse_spec(
+        "name: ident\ninputs: {x: [batch, 4], y: [batch, 3]}\n"
+        "layers: [{dense: 3, activation: identity}]\nloss: {mse: y}\n",
+        "ident.yaml",
+    )
+    assert "h1 = s1\\n[batch, 3]\\nidentity: passes the gradient on" in graphviz.to_dot(
+        build_program(spec)
+    )
