@@ -59,7 +59,9 @@ def optimize(program: Program) -> Optimized:
     forward, backward = passes.common_subexpressions(forward, backward)
     forward, backward, recomputed = passes.recompute_elementwise(forward, backward)
     if recomputed:  # the recomputed subexpressions may repeat within the backward pass
-        backward = passes.common_subexpressions([], backward)[1]
+        taken = [s.target for s in forward]
+        backward = passes.common_subexpressions([], backward, taken)[1]
+        forward = passes.inline_single_use(forward, backward)
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
     backward = passes.copy_propagation(backward, keep=results)
     backward = passes.own_results(

@@ -203,3 +203,15 @@ def test_a_product_plus_terms_adds_the_terms_into_the_product_array(tmp_path) ->
     r = x @ params["V"] - params["c"] * params["b"]
     expected = (s * r).sum() + (v @ params["M"] + x).sum()
     assert loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_recomputed_temporary_the_forward_pass_keeps_is_not_saved_too() -> None:
+    """The forward pass reads `tanh(softplus(s1))` twice, so it keeps its line; backward
+    recomputes it under a temporary of its own, never under the forward one's name (which
+    would put it in the cache as well)."""
+    spec = MISH_SPEC.replace(
+        "x * tanh(softplus(x))", "x * tanh(softplus(x)) + tanh(softplus(x)) ** 2"
+    )
+    source = compile_text(spec, "twice.yaml")
+    assert "t_h1_0 = np.tanh(np.logaddexp(0, s1))" in source
+    assert not [key for key in _cache_keys(source) if key.startswith("t_")]

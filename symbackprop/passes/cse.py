@@ -9,6 +9,8 @@ saved value), in the backward pass otherwise. Temporaries get placeholder names 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sympy as sp
 
 from ..ir import Statement
@@ -17,13 +19,15 @@ _PREFIX = "_cse_"
 
 
 def common_subexpressions(
-    forward: list[Statement], backward: list[Statement]
+    forward: list[Statement], backward: list[Statement], taken: Iterable[sp.Symbol] = ()
 ) -> tuple[list[Statement], list[Statement]]:
+    """`taken`: names already in use beside these lines (the forward pass's, when CSE runs
+    again over the backward pass alone), which new temporaries must not reuse."""
     statements = forward + backward
     if not statements:
         return forward, backward
     # past any temporary an earlier CSE run made, when this one runs again
-    named = {s.target for s in statements}.union(*(s.expr.free_symbols for s in statements))
+    named = {s.target for s in statements}.union(taken, *(s.expr.free_symbols for s in statements))
     start = 1 + max((_index(s) for s in named if s.name.startswith(_PREFIX)), default=-1)
     temps = sp.numbered_symbols(_PREFIX, start=start, real=True)
     replacements, reduced = sp.cse([s.expr for s in statements], symbols=temps, order="canonical")

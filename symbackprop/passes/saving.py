@@ -23,9 +23,9 @@ from ..reverse import adjoint_symbol
 def recompute_elementwise(
     forward: list[Statement], backward: list[Statement]
 ) -> tuple[list[Statement], list[Statement], bool]:
-    """Forward temporaries to recompute in backward: substituted into the backward lines
-    (and back into their single forward user); True when anything changed, so that the
-    caller runs CSE over the backward lines again."""
+    """Forward temporaries to recompute in backward, substituted into the backward lines;
+    True when anything changed, so that the caller runs CSE over the backward lines again
+    and inlines each temporary the forward pass now reads once."""
     definitions = {s.target: s.expr for s in forward}
     adjoints = {s.target for s in backward}
     # a value whose adjoint the backward pass names is a step of the derivation: it keeps
@@ -52,22 +52,4 @@ def recompute_elementwise(
     if not recomputed:
         return forward, backward, False
     backward = [dataclasses.replace(s, expr=s.expr.xreplace(recomputed)) for s in backward]
-    return _inline_single_users(forward, set(recomputed)), backward, True
-
-
-def _inline_single_users(forward: list[Statement], inlined: set[sp.Symbol]) -> list[Statement]:
-    """A temporary the forward pass now reads in one place only goes back into that line,
-    as it was before CSE split it out."""
-    definitions = {s.target: s.expr for s in forward}
-    statements = list(forward)
-    for temporary in sorted(inlined, key=lambda symbol: symbol.name):
-        users = [i for i, s in enumerate(statements) if temporary in s.expr.free_symbols]
-        if len(users) != 1 or statements[users[0]].expr.count(temporary) != 1:
-            continue
-        user = statements[users[0]]
-        statements[users[0]] = dataclasses.replace(
-            user, expr=user.expr.xreplace({temporary: definitions[temporary]})
-        )
-        statements = [s for s in statements if s.target != temporary]
-        definitions = {s.target: s.expr for s in statements}
-    return statements
+    return forward, backward, True
