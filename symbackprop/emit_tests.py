@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import __version__
-from .emit import _environment
+from .emit import _environment, header_lines
 from .gradcheck import AGREEMENT, DEFAULT_TOLERANCE, JITTER, STEPS, plan_inputs
 from .spec import Spec
 
@@ -43,8 +42,7 @@ def render_gradcheck_test(spec: Spec) -> str:
     plan = plan_inputs(spec, max_elements=None)
     precision = FLOAT32 if spec.dtype == "float32" else FLOAT64
     model = {
-        "version": __version__,
-        "spec_file": spec.file_name,
+        "header": header_lines(spec, "symbackprop compile --emit-tests"),
         "name": spec.name,
         "output": spec.output,
         "seeds": [str(seed) for seed in SEEDS],

@@ -32,7 +32,13 @@ nodes:
   loss: sum(log(x) * sqrt(w)) + mean(v * w)
 wrt: [w, x, v]
 """
-EXTRA_SPECS = {"relu32": RELU32, "labels": LABELS_SPEC, "logs": LOGS_SPEC}
+# the header names the spec file: a long name must not make the test file fail lint
+LONG_FILE_NAME = "a_spec_file_with_a_rather_long_and_descriptive_name_for_its_logs"
+EXTRA_SPECS = {
+    "relu32": RELU32,
+    "labels": LABELS_SPEC,
+    LONG_FILE_NAME: LOGS_SPEC.replace("name: logs", "name: long_logs"),
+}
 ALLOWED_IMPORTS = {"__future__", "importlib.util", "collections.abc", "pathlib", "types"}
 ALLOWED_IMPORTS |= {"numpy", "pytest"}
 
