@@ -46,8 +46,8 @@ class Line:
             return
         if self.trailing:
             self.trailing, note = "", f"{self.trailing}; {note}"
-        single = INDENT + len(self.target) + len(self.operator) + 2 + len(self.text)
-        if not self.wrap and single + 4 + len(note) <= LINE_LIMIT:
+        with_note = f"{self.text}  # {note}"
+        if not self.wrap and _fits_one_line(symbol(self.target), with_note, self.operator):
             self.trailing = note
         else:
             self.comments += _wrap_note(note)
