@@ -2,7 +2,9 @@
 cross-entropy, side by side in one process:
 
 - generated: the module symbackprop emits for the layer-form spec (compiled in memory);
-- numpy: a clean hand-written NumPy backprop of the same network (below);
+- numpy: a clean hand-written NumPy backprop of the same network (below), written with
+  care: in-place updates and out= where a value is dead. The ratios are to this one;
+- textbook: the same backprop as course notes write it, new arrays for each layer's steps;
 - torch: PyTorch eager CPU autograd, threads set to NumPy's BLAS threads;
 - jax: jax.jit(jax.value_and_grad(loss)), when JAX is installed (trace and compile apart);
 - gemm: the GEMM lower bound, only the matrix products forward and backward need, on
@@ -83,7 +85,7 @@ QUICK_SIZES = ("tiny-b1", "medium", "deep")
 MEDIUM = "medium"
 # Worst relative error (max abs difference / max abs reference) allowed against numpy.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
-ORDER = ("generated", "numpy", "torch", "jax", "gemm")
+ORDER = ("generated", "numpy", "textbook", "torch", "jax", "gemm")
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,50 @@ def numpy_value_and_grad(params: Params, x: np.ndarray, y: np.ndarray) -> tuple[
     return loss, numpy_backward(cache)
 
 
+# --- The same backprop as course notes write it: new arrays for each layer's steps, no out=,
+# no in-place updates. The ratios are not to this one but to the careful one above; it shows
+# how much the in-place work a compiler does for free is worth. ---
+
+
+def textbook_forward(
+    params: Params, x: np.ndarray, y: np.ndarray
+) -> tuple[np.generic, tuple[Any, ...]]:
+    n_layers = len(params) // 2
+    inputs = [x]
+    h = x
+    for i in range(1, n_layers + 1):
+        s = h @ params[f"W{i}"] + params[f"b{i}"]
+        if i < n_layers:
+            h = np.maximum(s, 0)
+            inputs.append(h)
+    shifted = s - s.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[np.arange(len(y)), y].mean()
+    return loss, (params, inputs, log_probs, y)
+
+
+def textbook_backward(cache: tuple[Any, ...]) -> Params:
+    params, inputs, log_probs, y = cache
+    d = np.exp(log_probs)  # as CS231n's notes: probabilities, less 1 at each label
+    d[np.arange(len(y)), y] -= 1
+    d /= len(y)
+    grads = {}
+    for i in range(len(inputs), 0, -1):
+        h = inputs[i - 1]
+        grads[f"W{i}"] = h.T @ d
+        grads[f"b{i}"] = d.sum(axis=0)
+        if i > 1:
+            d = (d @ params[f"W{i}"].T) * (h > 0)
+    return grads
+
+
+def textbook_value_and_grad(
+    params: Params, x: np.ndarray, y: np.ndarray
+) -> tuple[np.generic, Params]:
+    loss, cache = textbook_forward(params, x, y)
+    return loss, textbook_backward(cache)
+
+
 # --- The other contenders. ---
 
 
@@ -251,8 +297,11 @@ def contenders(
 ) -> tuple[dict[str, Runner], tuple[float, float] | None]:
     module, params, x, y = problem.module, problem.params, problem.x, problem.y
     runners: dict[str, Runner] = {
-        "generated": functools.partial(module.value_and_grad, params, x=x, y=y),
+        # Positional for every contender: keywords would cost one of them a dict per call,
+        # which is most of the peak-memory difference at the tiny sizes.
+        "generated": functools.partial(module.value_and_grad, params, x, y),
         "numpy": functools.partial(numpy_value_and_grad, params, x, y),
+        "textbook": functools.partial(textbook_value_and_grad, params, x, y),
     }
     jax_compile = None
     if torch is not None:
@@ -275,7 +324,7 @@ def worst_errors(runners: dict[str, Runner], dtype: str) -> dict[str, float]:
     reference_loss, reference = runners["numpy"]()
     errors = {}
     for name, runner in runners.items():
-        if name in ("numpy", "gemm"):
+        if name in ("numpy", "gemm"):  # the reference, and no gradients
             continue
         loss, grads = runner()
         if set(grads) != set(reference):
@@ -328,7 +377,7 @@ class BackwardOnly:
 
 def forward_backward_split(problem: Problem, settings: Settings) -> dict[str, tuple[float, float]]:
     module, params, x, y = problem.module, problem.params, problem.x, problem.y
-    generated_forward = functools.partial(module.forward, params, x=x, y=y)
+    generated_forward = functools.partial(module.forward, params, x, y)
     numpy_forward_ = functools.partial(numpy_forward, params, x, y)
     runners = {
         "generated forward": generated_forward,
