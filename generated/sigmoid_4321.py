@@ -168,6 +168,7 @@ def backward(
     d_t_loss_0 = np.broadcast_to(d_loss, y.shape)
     # dL/dh3 = dL/dt_loss_0 * dt_loss_0/dh3 = dL/dt_loss_0 * (2 * h3 - 2 * y)
     d_h3 = d_t_loss_0 * (2 * h3 - 2 * y)
+    del d_t_loss_0
     # dL/ds3 = dL/dh3 * sigmoid'(s3) = dL/dh3 * h3 * (1 - h3)
     d_s3 = np.multiply(d_h3, h3 * (1 - h3), out=d_h3)
     del d_h3

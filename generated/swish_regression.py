@@ -149,6 +149,7 @@ def backward(
     d_t_loss_0 = np.broadcast_to(d_loss / y.size, y.shape)
     # dL/dp = dL/dt_loss_0 * dt_loss_0/dp = dL/dt_loss_0 * (2 * p - 2 * y)
     d_p = d_t_loss_0 * (2 * p - 2 * y)
+    del d_t_loss_0
     # dL/db2 = sum over broadcast axes of dL/dp
     d_b2 = d_p.sum(axis=0)
     # dL/dW2 = h1^T @ dL/dp

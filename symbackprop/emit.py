@@ -18,10 +18,11 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from . import __version__
 from .compiler import Optimized
 from .ir import Attr, Graph, Shape, Statement, shape_text, symbol
-from .ops import MatrixProduct
+from .ops import Copy, MatrixProduct
 from .passes import dead_code
-from .passes.inplace import InPlace, in_place_updates
+from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, stability_note
+from .reverse import partial_sum_of
 from .spec import ParamSpec, Spec
 
 LINE_LIMIT = 88
@@ -125,8 +126,10 @@ class _LinePrinter:
             chain_rule = statement.phase == "backward" and statement.note
             comments = _wrap_note(statement.note) if chain_rule else []
             update = updates.get(statement.target)
-            fitted = []
-            if update is None and (split := self._product_then_rest(statement)):
+            fitted = self._running_sum(statement, comments)
+            if fitted:
+                update = None  # the running sum updates its own array
+            elif update is None and (split := self._product_then_rest(statement)):
                 fitted = split
                 fitted[0].comments = comments
             if update is not None:
@@ -144,6 +147,25 @@ class _LinePrinter:
                 fitted[-1].add_note(statement.note)
             result += fitted
         return result
+
+    def _running_sum(self, statement: Statement, comments: list[str]) -> list[Line]:
+        """A step of an adjoint summed as its contributions arrive (reverse.py), under the
+        adjoint's own name: `d_W = a + b` for the first, `d_W += c` for each later one.
+        Empty for any other line."""
+        target, expr = statement.target, statement.expr
+        name = partial_sum_of(target) or target.name
+        previous = [item for item in expr.free_symbols if partial_sum_of(item) == name]
+        if not previous:
+            if partial_sum_of(target) is None:
+                return []
+            if not is_fresh(expr):  # `+=` will write into this array: it must be ours
+                expr = Copy(expr)
+            return self._fit(symbol(name), expr, statement.owner, comments)
+        rest = expr - previous[0]
+        operator, rest = ("-=", -rest) if rest.could_extract_minus_sign() else ("+=", rest)
+        lines = self._fit(symbol(name), rest, statement.owner, comments, operator)
+        lines[-1].reads |= {name}
+        return lines
 
     def _product_then_rest(self, statement: Statement) -> list[Line]:
         """`s1 = x @ W1 + b1` as `s1 = x @ W1` then `s1 += b1`, as hand-written code does:
@@ -178,17 +200,24 @@ class _LinePrinter:
         node = self.graph.by_symbol.get(value)  # type: ignore[call-overload]
         return node is not None and not node.anonymous
 
-    def _fit(self, target: sp.Symbol, expr: sp.Expr, owner: str, comments: list[str]) -> list[Line]:
+    def _fit(
+        self,
+        target: sp.Symbol,
+        expr: sp.Expr,
+        owner: str,
+        comments: list[str],
+        operator: str = "=",
+    ) -> list[Line]:
         text = self.printer.doprint(expr)
         hoisted: list[Line] = []
-        while not _fits(target, expr, text):
+        while not _fits(target, expr, text, operator):
             temp = self.namer.fresh(owner)
             split = next(
                 (
                     (part, rest)
                     for part, rest in _splits(expr, temp, self.printer)
                     if len(rest_text := self.printer.doprint(rest)) < len(text)
-                    or _fits(target, rest, rest_text)  # longer, with a long temp's name
+                    or _fits(target, rest, rest_text, operator)  # longer: a long temp name
                 ),
                 None,
             )
@@ -197,8 +226,8 @@ class _LinePrinter:
             part, rest = split
             hoisted += self._fit(temp, part, owner, [])
             expr, text = rest, self.printer.doprint(rest)
-        wrap = "" if _fits_one_line(target, text) else _wrap_kind(expr, text)
-        line = Line(target.name, text, list(comments), wrap, reads=_names(expr))
+        wrap = "" if _fits_one_line(target, text, operator) else _wrap_kind(expr, text)
+        line = Line(target.name, text, list(comments), wrap, reads=_names(expr), operator=operator)
         line.add_note(stability_note(expr))
         return [*hoisted, line]
 
@@ -237,8 +266,8 @@ def _closes_at_end(text: str, start: int) -> bool:
     return False
 
 
-def _fits(target: sp.Symbol, expr: sp.Expr, text: str) -> bool:
-    return _fits_one_line(target, text) or bool(_wrap_kind(expr, text))
+def _fits(target: sp.Symbol, expr: sp.Expr, text: str, operator: str = "=") -> bool:
+    return _fits_one_line(target, text, operator) or bool(_wrap_kind(expr, text))
 
 
 def _splits(
@@ -353,10 +382,10 @@ def render(optimized: Optimized) -> str:
     forward_lines = line_printer.lines(optimized.forward, forward_updates)
     backward_lines = line_printer.lines(optimized.backward, backward_updates)
     results = {d.name for d in backward_keep}
-    free_used_up(
-        backward_lines,
-        lambda name: name not in results and bool(shape_of(symbol(name))),
-    )
+    # every adjoint but a named scalar's, a temporary's too (one per step of a recurrence)
+    freeable = {line.target for line in backward_lines if line.target.startswith("d_")}
+    freeable -= results | {name for name in freeable if shape_of(symbol(name)) == ()}
+    free_used_up(backward_lines, freeable.__contains__)
 
     def setup(names: set[str]) -> list[dict[str, str]]:
         """The params and inputs a block reads, each converted once to its dtype."""

@@ -5,6 +5,13 @@ paths); a tensor op's contributions come from its rule (ops.py), an elementwise 
 from SymPy's derivative of its expression, with the node's own symbol put back for its
 forward expression so the backward pass reads saved values. Only nodes that lie on a
 path from a `wrt` leaf to the output get adjoints; nothing else is differentiated.
+
+A value used many times (a weight tied across the steps of a recurrence) has its adjoint
+summed as its contributions arrive: `d_W = a + b`, then `d_W += c` for each later one,
+so each contribution is computed while what it reads is alive, and freed at once. Summed
+at the end instead, every step's adjoint would stay alive until then, and one line
+would add them all. The running sums are values of their own in the IR, named
+`d_W'1`, `d_W'2`, ... (`partial_sum_of` reads the `d_W` back); the last is `d_W`.
 """
 
 from __future__ import annotations
@@ -24,6 +31,19 @@ def adjoint_symbol(value: sp.Symbol) -> sp.Symbol:
     return symbol(f"d_{value.name}")
 
 
+_PARTIAL = "'"  # in no identifier: a running sum's name is no spec value's adjoint's
+
+
+def partial_sum_symbol(adjoint: sp.Symbol, index: int) -> sp.Symbol:
+    return symbol(f"{adjoint.name}{_PARTIAL}{index}")
+
+
+def partial_sum_of(value: sp.Symbol) -> str | None:
+    """The adjoint's name (`d_W`) when `value` is one of its running sums (`d_W'2`)."""
+    name: str = value.name
+    return name.split(_PARTIAL)[0] if _PARTIAL in name else None
+
+
 @dataclass(frozen=True)
 class Contribution:
     """One consumer's share of an adjoint, with the chain-rule step in two forms for the
@@ -37,10 +57,10 @@ class Contribution:
 MAX_EXPANDED_NOTE = 60  # longer derivatives are named, not written out
 
 
-def _note(value: sp.Symbol, parts: list[Contribution]) -> str:
+def _note(value: sp.Symbol, parts: list[Contribution], operator: str = "=") -> str:
     chain = " + ".join(part.chain for part in parts)
     expanded = " + ".join(part.expanded for part in parts)
-    note = f"dL/d{value.name} = {chain}"
+    note = f"dL/d{value.name} {operator} {chain}"
     if expanded != chain and len(expanded) <= MAX_EXPANDED_NOTE:
         note += f" = {expanded}"
     return note
@@ -134,15 +154,41 @@ def reverse_mode(program: Program) -> Backward:
     for leaf, consumer in last_consumer.items():
         leaves_after.setdefault(consumer, []).append(leaf)
 
+    running: dict[sp.Symbol, int] = {}  # value -> index of its running sum's statement
+    sums_made: dict[sp.Symbol, int] = {}
+
+    def add_up(value: sp.Symbol) -> None:
+        """Two or more waiting contributions to `value` become its next running sum."""
+        parts = contributions.get(value, [])
+        if len(parts) < 2:
+            return
+        sums_made[value] = sums_made.get(value, 0) + 1
+        target = partial_sum_symbol(adjoint_symbol(value), sums_made[value])
+        note = _note(value, parts) if value not in running else _note(value, parts[1:], "+=")
+        running[value] = len(statements)
+        expr = sp.Add(*(part.expr for part in parts))
+        statements.append(Statement(target, expr, graph[value].owner, "backward", note, False))
+        contributions[value] = [Contribution(target, "", "")]
+
     def settle(value: sp.Symbol) -> None:
+        add_up(value)
         parts = contributions.pop(value, [])
         if not parts:
             return
         d = adjoint_symbol(value)
-        expr = sp.Add(*(part.expr for part in parts))
-        note = _note(value, parts)
         node = graph[value]
-        statements.append(Statement(d, expr, node.owner, "backward", note, node.anonymous))
+        index = running.pop(value, None)
+        if index is None:
+            expr = sp.Add(*(part.expr for part in parts))
+            statements.append(
+                Statement(d, expr, node.owner, "backward", _note(value, parts), node.anonymous)
+            )
+        else:  # the last running sum is the adjoint
+            last = statements[index]
+            expr = last.expr
+            statements[index] = Statement(
+                d, expr, last.owner, "backward", last.note, node.anonymous
+            )
         defined[value] = d
         sums[value] = expr
 
@@ -151,6 +197,9 @@ def reverse_mode(program: Program) -> Backward:
             continue
         if node.symbol != program.output:
             settle(node.symbol)
+        # after the settle, which may define (and so name) what a contribution reads
+        for value in list(contributions):
+            add_up(value)
         d = defined.get(node.symbol)
         if d is None:
             continue

@@ -31,7 +31,7 @@ class InPlace:
     other: sp.Expr
 
 
-def _fresh(expr: sp.Expr) -> bool:
+def is_fresh(expr: sp.Expr) -> bool:
     """True when evaluating `expr` allocates a new array (not a view or a name)."""
     if isinstance(expr, sp.Symbol) or isinstance(expr, _VIEWS):
         return False
@@ -76,7 +76,7 @@ def in_place_updates(
     for index, statement in enumerate(statements):
         target, expr = statement.target, statement.expr
         shape = shape_of(target)
-        if shape is None or not shape or not _fresh(expr):
+        if shape is None or not shape or not is_fresh(expr):
             continue
         for buffer in sorted(expr.free_symbols & owned, key=lambda s: s.name):
             if buffer in keep or buffer in aliased or last_use.get(buffer) != index:
