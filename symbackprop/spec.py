@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import keyword
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,34 @@ def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
     return name
 
 
+# Names PEP 8 rules out because they read as 1 or 0 (ruff's E741 flags them).
+AMBIGUOUS = frozenset({"l", "I", "O"})
+
+
+def check_value_name(name: object, where: YNode | Loc, what: str) -> str:
+    """An input's, param's or node's name: a Python variable of the generated code."""
+    name = check_identifier(name, where, what)
+    if name in AMBIGUOUS:
+        raise _fail(
+            f"{what} {name!r} reads as 1 or 0 in code: PEP 8 rules it out as a name "
+            "(ruff's E741 flags it in the generated module); choose another",
+            where,
+        )
+    return name
+
+
+def check_module_name(name: object, where: YNode | Loc) -> str:
+    """The spec's name: the generated module's file name, `<name>.py`."""
+    name = check_identifier(name, where, "spec name")
+    if name in sys.stdlib_module_names:
+        raise _fail(
+            f"spec name {name!r} is a module of Python's standard library: {name}.py would "
+            f"be imported in its place from the folder it is written to; choose another",
+            where,
+        )
+    return name
+
+
 def _expect_map(node: YNode, what: str) -> dict[str, YNode]:
     if not node.is_map:
         raise _fail(f"{what} must be a mapping", node)
@@ -191,7 +220,7 @@ def _inputs(node: YNode | None, dtype: str) -> list[InputSpec]:
         return []
     result = []
     for name, value in _expect_map(node, "inputs").items():
-        check_identifier(name, key_loc(value), "input")
+        check_value_name(name, key_loc(value), "input")
         input_dtype = dtype
         shape_node = value
         if value.is_map:
@@ -235,7 +264,7 @@ def _params(node: YNode | None) -> list[ParamSpec]:
         return []
     result = []
     for name, value in _expect_map(node, "params").items():
-        check_identifier(name, key_loc(value), "param")
+        check_value_name(name, key_loc(value), "param")
         shape_node, init, init_args = value, None, []
         if value.is_map:
             fields = value.value
@@ -275,7 +304,7 @@ def _nodes(node: YNode | None, aliases: tuple[tuple[str, str], ...]) -> list[Nod
         return []
     result = []
     for name, value in _expect_map(node, "nodes").items():
-        check_identifier(name, key_loc(value), "node")
+        check_value_name(name, key_loc(value), "node")
         result.append(
             NodeSpec(name, _formula_text(value, f"node {name}"), _formula_loc(value), aliases)
         )
@@ -380,7 +409,7 @@ def parse_spec(text: str, file: str) -> Spec:
     _reject_unknown(fields, TOP_LEVEL_KEYS, "the spec")
     if "name" not in fields:
         raise _fail("the spec needs a `name` (the module name)", root)
-    name = check_identifier(fields["name"].value, fields["name"], "spec name")
+    name = check_module_name(fields["name"].value, fields["name"])
     dtype = _dtype(fields["dtype"], FLOAT_DTYPES, "dtype") if "dtype" in fields else "float64"
     inputs = _inputs(fields.get("inputs"), dtype)
     params = _params(fields.get("params"))

@@ -38,10 +38,10 @@ params: {w: [5, 3], b: [3]}
 nodes:
   s: sum(x * w, axis=1) + b
   m: max(s, axis=-1)
-  l: logsumexp(s, axis=(0, 1))
+  lse: logsumexp(s, axis=(0, 1))
   p: softmax(s, axis=-1)
   q: log_softmax(transpose(s), axis=0)
-  loss: mean(m) + l + mse(p, t) + binary_cross_entropy_with_logits(s, t) - mean(q)
+  loss: mean(m) + lse + mse(p, t) + binary_cross_entropy_with_logits(s, t) - mean(q)
 wrt: [w, b, v]
 """,
     "elementwise": """

@@ -136,6 +136,17 @@ CASES = [
         for key in NAME_LINE
         for label, name in BAD_NAMES.items()
     ],
+    # a generated typing.py (or math.py) shadows the standard module beside it
+    *[
+        Case(f"spec_name_stdlib_{name}", named("spec", name), 1, "spec name")
+        for name in ("typing", "math", "enum", "warnings", "random")
+    ],
+    # `l`, `I`, `O` read as 1 and 0: ruff's E741 flags them as variables
+    *[
+        Case(f"{key}_name_ambiguous_{name}", named(key, name), NAME_LINE[key], key)
+        for key in ("node", "param", "input")
+        for name in ("l", "I", "O")
+    ],
     Case("spec_name_null", named("spec", "null"), 1, "spec name"),
     Case("spec_name_true", named("spec", "true"), 1, "spec name"),
     Case("spec_name_date", named("spec", "2001-12-14"), 1, "spec name"),
