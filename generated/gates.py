@@ -116,10 +116,10 @@ def backward(
     # dL/dy = dL/dq
     d_y = np.array(d_q)
     return {
-        "x": d_x,
-        "y": d_y,
-        "z": d_z,
-        "w": d_w,
+        "x": np.asarray(d_x),
+        "y": np.asarray(d_y),
+        "z": np.asarray(d_z),
+        "w": np.asarray(d_w),
     }
 
 

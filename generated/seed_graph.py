@@ -93,8 +93,8 @@ def backward(
     # dL/db = dL/dd + dL/dc
     d_b = d_c + d_d
     return {
-        "a": d_a,
-        "b": d_b,
+        "a": np.asarray(d_a),
+        "b": np.asarray(d_b),
     }
 
 

@@ -108,10 +108,18 @@ class _NodeLowering:
         return Val(-operand.expr, operand.type, operand.sources)
 
     def _lower_BinOp(self, term: fm.BinOp) -> Val:
-        left, right = self.lower(term.left), self.lower(term.right)
-        if term.op == "@":
-            return self._tensor_op(MatrixProduct, [left, right], (), term.loc)
-        return self._elementwise(_ELEMENTWISE_BINOPS[term.op], [left, right], term.op, term.loc)
+        spine = [term]  # a long flat sum nests leftwards: lowered as a chain, not recursively
+        while isinstance(spine[-1].left, fm.BinOp):
+            spine.append(spine[-1].left)
+        value = self.lower(spine[-1].left)
+        for binop in reversed(spine):
+            right = self.lower(binop.right)
+            if binop.op == "@":
+                value = self._tensor_op(MatrixProduct, [value, right], (), binop.loc)
+            else:
+                op = _ELEMENTWISE_BINOPS[binop.op]
+                value = self._elementwise(op, [value, right], binop.op, binop.loc)
+        return value
 
     def _lower_Call(self, term: fm.Call) -> Val:
         if term.func in ELEMENTWISE:

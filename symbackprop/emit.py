@@ -355,6 +355,16 @@ def header_lines(spec: Spec, command: str, *details: str) -> list[str]:
     ]
 
 
+def _returned(leaf: sp.Symbol, adjoint: sp.Symbol | None, graph: Graph) -> str:
+    """What `backward` returns for `leaf`: its adjoint; zeros when nothing reaches it; a
+    scalar's adjoint (a full reduction gives a NumPy scalar) as a 0-d array, like the rest."""
+    if adjoint is None:
+        return f"np.zeros_like({leaf.name})"
+    if graph.type_of(leaf).shape == ():
+        return f"np.asarray({adjoint.name})"
+    return adjoint.name
+
+
 def render(optimized: Optimized) -> str:
     program = optimized.program
     spec = program.spec
@@ -366,7 +376,11 @@ def render(optimized: Optimized) -> str:
     leaf_names = [node.name for node in graph.nodes if node.kind != "op"]
     # a gradient with no path to the output is zeros shaped like its value
     grads = [
-        {"name": leaf.name, "adjoint": d.name if d is not None else None}
+        {
+            "name": leaf.name,
+            "adjoint": d.name if d is not None else None,
+            "returned": _returned(leaf, d, graph),
+        }
         for leaf, d in optimized.grads.items()
     ]
     zero_leaves = [item["name"] for item in grads if item["adjoint"] is None]

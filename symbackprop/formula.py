@@ -160,14 +160,25 @@ class _Reader:
         return Neg(operand, self.loc(node))
 
     def _read_BinOp(self, node: ast.BinOp, depth: int) -> Term:
-        op = _BINOPS.get(type(node.op))
-        if op is None:
-            raise self.fail("only + - * / ** and @ are allowed", node)
-        left = self.read(node.left, depth)
-        right = self.read(node.right, depth)
-        if isinstance(left, Num) and isinstance(right, Num) and op in _FOLD:
-            return Num(self._fold(op, left.value, right.value, node), self.loc(node))
-        return BinOp(op, left, right, self.loc(node))
+        # `a + b + c + ...` nests leftwards, one level a term: read that spine as the chain
+        # it is, so a long flat sum is neither "too deep" nor a deep recursion
+        spine = [node]
+        while isinstance(spine[-1].left, ast.BinOp):
+            spine.append(spine[-1].left)
+            self.count += 1
+        if self.count > MAX_NODES:
+            raise self.fail(f"the formula is too large (more than {MAX_NODES} terms)", node)
+        term = self.read(spine[-1].left, depth)
+        for binop in reversed(spine):
+            op = _BINOPS.get(type(binop.op))
+            if op is None:
+                raise self.fail("only + - * / ** and @ are allowed", binop)
+            right = self.read(binop.right, depth)
+            if isinstance(term, Num) and isinstance(right, Num) and op in _FOLD:
+                term = Num(self._fold(op, term.value, right.value, binop), self.loc(binop))
+            else:
+                term = BinOp(op, term, right, self.loc(binop))
+        return term
 
     def _fold(self, op: str, left: float, right: float, node: ast.AST) -> float | int:
         try:
@@ -193,6 +204,8 @@ class _Reader:
         for keyword in node.keywords:
             if keyword.arg is None:
                 raise self.fail("`**kwargs` is not allowed", keyword)
+            if any(keyword.arg == name for name, _ in kwargs):
+                raise self.fail(f"keyword argument {keyword.arg}= is given twice", keyword)
             kwargs.append((keyword.arg, self.read(keyword.value, depth)))
         return Call(node.func.id, args, tuple(kwargs), self.loc(node))
 

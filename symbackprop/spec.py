@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Loc, SpecError
-from .yamlsrc import YNode, key_loc, load_yaml
+from .yamlsrc import YNode, key_loc, load_yaml, shown
 
 FLOAT_DTYPES = ("float64", "float32")
 INT_DTYPES = ("int64", "int32")
@@ -142,7 +142,8 @@ def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecErro
 def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
     if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
         raise _fail(
-            f"{what} {name!r} is not a valid name (letters, digits and _, starting with a letter)",
+            f"{what} {shown(name)} is not a valid name "
+            "(letters, digits and _, starting with a letter)",
             where,
         )
     if name in RESERVED or name.startswith(("d_", "t_")):
@@ -210,8 +211,8 @@ def _shape(node: YNode, what: str, symbolic: bool) -> tuple[int | str, ...]:
 
 
 def _dtype(node: YNode, allowed: tuple[str, ...], what: str) -> str:
-    if node.value not in allowed:
-        raise _fail(f"{what} must be one of {', '.join(allowed)}, not {node.value!r}", node)
+    if not isinstance(node.value, str) or node.value not in allowed:
+        raise _fail(f"{what} must be one of {', '.join(allowed)}, not {node.shown()}", node)
     return node.value
 
 
@@ -259,6 +260,16 @@ def _number(node: YNode, what: str) -> float:
 _INIT_ARGS = {"normal": ("mean", "std"), "uniform": ("low", "high")}
 
 
+def _check_init_args(given: dict[str, float], fields: dict[str, YNode], name: str) -> None:
+    """What NumPy's generators would refuse in `init_params`, refused here instead."""
+    if given.get("std", 1.0) < 0:
+        raise _fail(f"std of param {name} must not be negative", fields["std"])
+    if given.get("low", -1.0) > given.get("high", 1.0):
+        where = fields["high"] if "high" in fields else fields["low"]
+        low, high = given.get("low", -1.0), given.get("high", 1.0)
+        raise _fail(f"low ({low:g}) of param {name} is above its high ({high:g})", where)
+
+
 def _params(node: YNode | None) -> list[ParamSpec]:
     if node is None:
         return []
@@ -268,18 +279,19 @@ def _params(node: YNode | None) -> list[ParamSpec]:
         shape_node, init, init_args = value, None, []
         if value.is_map:
             fields = value.value
-            extra = _INIT_ARGS.get(fields["init"].value, ()) if "init" in fields else ()
+            if "init" in fields:
+                init = _dtype(fields["init"], INITS, f"the init of param {name}")
+            extra = _INIT_ARGS.get(init, ()) if init is not None else ()
             _reject_unknown(fields, ("shape", "init", *extra), f"param {name}")
             if "shape" not in fields:
                 raise _fail(f"param {name} needs a shape", value)
             shape_node = fields["shape"]
-            if "init" in fields:
-                init = _dtype(fields["init"], INITS, f"the init of param {name}")
             init_args = [
                 (key, _number(fields[key], f"{key} of param {name}"))
                 for key in extra
                 if key in fields
             ]
+            _check_init_args(dict(init_args), fields, name)
         shape = _shape(shape_node, f"param {name}", False)
         if init is None:
             init = "zeros" if len(shape) <= 1 else "glorot_uniform"
@@ -328,7 +340,10 @@ def _layers(fields: dict[str, YNode], inputs: list[InputSpec], root: YNode) -> _
         source = fields["input"].value
         matches = [spec for spec in inputs if spec.name == source]
         if not matches:
-            raise _fail(f"input {source!r} of the layers is not an input", fields["input"])
+            raise _fail(
+                f"input {fields['input'].shown()} of the layers is not an input's name",
+                fields["input"],
+            )
         source_input = matches[0]
     elif inputs:
         source_input = inputs[0]
@@ -394,8 +409,8 @@ def _layer_loss(node: YNode, last: str, inputs: list[InputSpec]) -> NodeSpec:
         raise _fail(f"loss must name one of {', '.join(LAYER_LOSSES)}", node)
     kind = kinds[0]
     target = fields[kind]
-    if target.value not in {spec.name for spec in inputs}:
-        raise _fail(f"the target {target.value!r} of the loss is not an input", target)
+    if not isinstance(target.value, str) or target.value not in {s.name for s in inputs}:
+        raise _fail(f"the target {target.shown()} of the loss is not an input's name", target)
     reduction = "mean"
     if "reduction" in fields:
         reduction = _dtype(fields["reduction"], REDUCTIONS, "reduction")
@@ -443,6 +458,8 @@ def parse_spec(text: str, file: str) -> Spec:
         if not nodes:
             raise _fail("the spec has no nodes, layers or loss to compute", root)
         output = nodes[-1].name
+    if "output" not in fields:  # an error about the output points at the node it is
+        output_loc = next((node.loc for node in nodes if node.name == output), output_loc)
     if "predict" in fields:
         predict = fields["predict"].value
         predict_loc = fields["predict"].loc
@@ -505,7 +522,7 @@ def load_spec(path: str | Path) -> Spec:
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise SpecError(f"cannot read spec: {err.strerror}", Loc(path.name, 1, 1)) from None
+        raise SpecError(f"cannot read spec: {err.strerror}", Loc(str(path), 1, 1)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -40,6 +40,10 @@ class YNode:
     def is_list(self) -> bool:
         return isinstance(self.value, list)
 
+    def shown(self, limit: int = 40) -> str:
+        """The value as a message quotes it: its repr without locations, cut at `limit`."""
+        return shown(self.plain(), limit)
+
     def plain(self) -> Any:
         """The value with locations stripped (for small scalar-ish values)."""
         if isinstance(self.value, dict):
@@ -47,6 +51,18 @@ class YNode:
         if isinstance(self.value, list):
             return [v.plain() for v in self.value]
         return self.value
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """`repr(value)` for a message (a YNode's locations left out), cut at `limit`."""
+    if isinstance(value, YNode):
+        value = value.plain()
+    elif isinstance(value, list):
+        value = [item.plain() if isinstance(item, YNode) else item for item in value]
+    elif isinstance(value, dict):
+        value = {k: v.plain() if isinstance(v, YNode) else v for k, v in value.items()}
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _loc(mark: yaml.Mark, file: str) -> Loc:

@@ -16,10 +16,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from symbackprop.cli import main
-from tests.support import EXAMPLES, ROOT
+from symbackprop.compiler import compile_text
+from tests.support import EXAMPLES, ROOT, import_source
 from tests.test_cli import files_in
 
 SPEC_FILE = "hostile.yaml"
@@ -113,6 +115,13 @@ CASES = [
     Case("starred", formula("sum(*x)"), 4, "node 'y'"),
     Case("double_starred", formula("sum(**x)"), 4, "node 'y'"),
     Case("bitwise", formula("sum(x ^ x)"), 4, "node 'y'"),
+    Case("repeated_keyword", formula('"sum(x, axis=0, axis=0)"'), 4, "node 'y'"),
+    Case(
+        "repeated_reduction",
+        formula('\'mse(x, x, reduction="sum", reduction="mean")\''),
+        4,
+        "node 'y'",
+    ),
     Case("floor_division", formula("sum(x // 2)"), 4, "node 'y'"),
     Case("string_argument", formula("sum(exp('x'))"), 4, "node 'y'"),
     Case("statement", formula('"sum(x); import os"'), 4, "node 'y'"),
@@ -163,6 +172,43 @@ CASES = [
         "nodes:\n  y: sum(x * W)\n",
         3,
         "param W",
+    ),
+    # NumPy's generators would refuse these only when init_params runs
+    *[
+        Case(
+            f"param_init_{label}",
+            f"name: a\ninputs: {{x: [3]}}\nparams:\n  W: {{shape: [3], {init}}}\n"
+            "nodes:\n  y: sum(x * W)\n",
+            4,
+            "param W",
+        )
+        for label, init in {
+            "negative_std": "init: normal, std: -1",
+            "inverted_uniform": "init: uniform, low: 1, high: -1",
+            "low_above_default_high": "init: uniform, low: 2",
+            "init_list": "init: [1, 2]",
+            "init_map": "init: {a: 1}",
+        }.items()
+    ],
+    Case(
+        "loss_target_list",
+        "name: a\ninputs: {x: [b, 3], t: [b, 2]}\nlayers: [{dense: 2}]\nloss: {mse: [t]}\n",
+        4,
+        "target ['t']",
+    ),
+    Case(
+        "layers_input_list",
+        "name: a\ninputs: {x: [b, 3], t: [b, 2]}\ninput: [x]\nlayers: [{dense: 2}]\n"
+        "loss: {mse: t}\n",
+        3,
+        "input ['x']",
+    ),
+    # an output the spec does not name is its last node: errors point there, not at 1:1
+    Case(
+        "implied_output_not_scalar",
+        "name: a\ninputs: {x: [3]}\nnodes:\n  y: sum(x)\n  m: x * x\nwrt: [x]\n",
+        5,
+        "output 'm'",
     ),
     # reported at the output's place (1:1 here) before: fixed
     Case("predict_code", tail("predict: os.system\nwrt: [x]\n"), 5, "predict"),
@@ -483,6 +529,19 @@ def test_a_missing_spec(workspace: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert re.match(r"^symbackprop: missing\.yaml:1:1: cannot read spec", stderr), stderr
 
 
+@pytest.mark.parametrize("make", ["missing", "directory"])
+def test_an_unreadable_spec_is_named_by_its_path_as_given(
+    make: str, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workspace / "specs").mkdir()
+    if make == "directory":
+        (workspace / "specs" / "dir.yaml").mkdir()
+    given = "specs/dir.yaml" if make == "directory" else "specs/missing.yaml"
+    assert main(["compile", "-o", "out", given]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(f"symbackprop: {given}:1:1: cannot read spec: "), stderr
+
+
 def test_two_specs_with_one_name(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workspace / SPEC_FILE).write_text(GOOD.read_text(encoding="utf-8"), encoding="utf-8")
     before = files_in(workspace / "out")
@@ -497,6 +556,21 @@ def test_long_and_odd_but_valid_names_compile(key: str, tmp_path: Path) -> None:
     text = named(key, "a" + "b" * 200 + "_9")
     (tmp_path / SPEC_FILE).write_text(text, encoding="utf-8")
     assert main(["compile", "-o", str(tmp_path / "out"), str(tmp_path / SPEC_FILE)]) == 0
+
+
+def test_a_long_flat_sum_compiles_and_differentiates(tmp_path: Path) -> None:
+    """`x0 * w + x1 * w + ...` nests one level a term in Python's syntax tree; a flat sum
+    of hundreds of terms is no deep formula."""
+    terms = 300
+    inputs = ", ".join(f"x{i}: [3]" for i in range(terms))
+    total = " + ".join(f"x{i} * w" for i in range(terms))
+    text = f"name: flat\ninputs: {{{inputs}}}\nparams: {{w: [3]}}\nnodes:\n  loss: sum({total})\n"
+    module = import_source(compile_text(text, "flat.yaml"), tmp_path)
+    rng = np.random.default_rng(0)
+    values = {f"x{i}": rng.standard_normal(3) for i in range(terms)}
+    _, cache = module.forward({"w": np.ones(3)}, **values)
+    expected = sum(values.values())
+    np.testing.assert_allclose(module.backward(cache)["w"], expected, rtol=1e-12)
 
 
 def test_huge_legal_dims_compile_without_allocating(tmp_path: Path) -> None:

@@ -97,3 +97,21 @@ def test_a_name_clash_with_a_layer_value_says_where_the_layer_is() -> None:
     with pytest.raises(SpecError) as raised:
         parse_spec(text, "clash.yaml")
     assert str(raised.value).endswith("node 'h1' has the same name as the node on line 3")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_scalars_gradient_is_a_0d_array_not_a_numpy_scalar(dtype: str, tmp_path: Path) -> None:
+    """A full reduction gives a NumPy scalar; `backward` returns arrays, as annotated, so
+    that every gradient can be updated in place (`g -= 0.1 * g`, `g[...] = 0`)."""
+    module = compile_module(
+        f"name: s\ndtype: {dtype}\ninputs: {{x: [3]}}\nparams: {{c: [], w: [3]}}\n"
+        "nodes: {loss: sum(c * x * w) + c * c}\n",
+        tmp_path,
+    )
+    params = {"c": np.asarray(0.5, dtype), "w": np.ones(3, dtype)}
+    _, grads = module.value_and_grad(params, np.arange(3, dtype=dtype))
+    for name, grad in grads.items():
+        assert type(grad) is np.ndarray and grad.dtype == np.dtype(dtype), name
+    assert grads["c"].shape == () and float(grads["c"]) == 3.0 + 1.0
+    grads["c"][...] = 0  # a 0-d array takes an in-place write
+    assert float(grads["c"]) == 0.0
