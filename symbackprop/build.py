@@ -31,7 +31,7 @@ from .ops import (
     TensorOp,
     float_dtype,
 )
-from .spec import NodeSpec, Spec
+from .spec import NodeSpec, Spec, code_name
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ class Builder:
         self, owner: str, expr: sp.Expr, type_: TensorType, loc: Loc, anonymous: bool
     ) -> Node:
         """A new op node, named `t_<owner>_<k>` when anonymous, else after its spec node."""
-        sym = self.namer.fresh(owner) if anonymous else symbol(owner)
+        sym = self.namer.fresh(owner) if anonymous else symbol(code_name(owner))
         free = [s for s in expr.free_symbols if s in self.graph.by_symbol]
         operands = tuple(sorted(free, key=lambda s: self.graph[s].index))  # type: ignore[index]
         return self.graph.add(Node(sym, type_, "op", owner, expr, operands, anonymous, loc))
@@ -333,7 +333,7 @@ class Builder:
         )
 
     def _leaf(self, name: str, type_: TensorType, kind: str, loc: Loc) -> None:
-        node = self.graph.add(Node(symbol(name), type_, kind, name, loc=loc))
+        node = self.graph.add(Node(symbol(code_name(name)), type_, kind, name, loc=loc))
         self.symbols[name] = node.symbol
 
     def _lower_node(self, spec_node: NodeSpec, term: fm.Term) -> None:
@@ -361,7 +361,7 @@ class Builder:
 
     def _rename(self, node: Node, name: str) -> None:
         old = node.symbol
-        new = symbol(name)
+        new = symbol(code_name(name))
         del self.graph.by_symbol[old]
         node.symbol = new
         node.anonymous = False

@@ -23,7 +23,7 @@ from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, stability_note
 from .reverse import partial_sum_of
-from .spec import ParamSpec, Spec
+from .spec import ParamSpec, Spec, code_name
 
 LINE_LIMIT = 88
 INDENT = 4
@@ -377,13 +377,14 @@ def render(optimized: Optimized) -> str:
     # a gradient with no path to the output is zeros shaped like its value
     grads = [
         {
-            "name": leaf.name,
+            "key": graph[leaf].owner,  # the spec's name (the variable may be `l_` for `l`)
+            "leaf": leaf.name,
             "adjoint": d.name if d is not None else None,
             "returned": _returned(leaf, d, graph),
         }
         for leaf, d in optimized.grads.items()
     ]
-    zero_leaves = [item["name"] for item in grads if item["adjoint"] is None]
+    zero_leaves = [item["leaf"] for item in grads if item["adjoint"] is None]
     backward_used = _used_names(optimized.backward) | {
         item["adjoint"] for item in grads if item["adjoint"] is not None
     }
@@ -414,9 +415,9 @@ def render(optimized: Optimized) -> str:
     def setup(names: set[str]) -> list[dict[str, str]]:
         """The params and inputs a block reads, each converted once to its dtype."""
         params = [
-            {"name": param.name, "from": "params", "dtype": "DTYPE"}
+            {"name": code_name(param.name), "key": param.name, "from": "params", "dtype": "DTYPE"}
             for param in spec.params
-            if param.name in names
+            if code_name(param.name) in names
         ]
         inputs = [
             {
@@ -429,7 +430,7 @@ def render(optimized: Optimized) -> str:
         ]
         return params + inputs
 
-    forward_reads = _used_names(optimized.forward) | set(saved) | {spec.output}
+    forward_reads = _used_names(optimized.forward) | set(saved) | {program.output.name}
     forward_block = Block(setup(forward_reads - forward_names), forward_lines)
 
     input_docs = [
@@ -468,7 +469,7 @@ def render(optimized: Optimized) -> str:
         "spec_file": shown_file_name(spec.file_name),
         "name": spec.name,
         "dtype": spec.dtype,
-        "wrt": [leaf.name for leaf in program.wrt],
+        "wrt": [graph[leaf].owner for leaf in program.wrt],
         "params": [
             {
                 "name": param.name,
@@ -482,7 +483,7 @@ def render(optimized: Optimized) -> str:
         "inputs": input_docs,
         "uses_rng": any(param.init not in ("zeros", "ones") for param in spec.params),
         "grad_docs": [
-            f"{leaf.name}: {shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt
+            f"{graph[leaf].owner}: {shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt
         ],
         "helpers": sorted(helpers),
         "forward": forward_block,
@@ -492,7 +493,7 @@ def render(optimized: Optimized) -> str:
         "backward": backward_lines,
         "backward_frees": any(line.frees for line in backward_lines),
         "grads": grads,
-        "output": spec.output,
+        "output": program.output.name,
         "predict": predict,
     }
     return _environment().get_template("module.py.j2").render(**model)

@@ -155,14 +155,22 @@ def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
     return name
 
 
-# Names PEP 8 rules out because they read as 1 or 0 (ruff's E741 flags them).
+# Names PEP 8 rules out as variables because they read as 1 or 0 (ruff's E741 flags them).
 AMBIGUOUS = frozenset({"l", "I", "O"})
+
+
+def code_name(name: str) -> str:
+    """A node's or param's variable in the generated code: its name, but `l_` for `l`
+    (also `I`, `O`). A loss named `l` is common; its variable is internal, so it can take
+    another name (a param keeps its name as its key in `params` and in the gradients)."""
+    return f"{name}_" if name in AMBIGUOUS else name
 
 
 def check_value_name(name: object, where: YNode | Loc, what: str) -> str:
     """An input's, param's or node's name: a Python variable of the generated code."""
     name = check_identifier(name, where, what)
-    if name in AMBIGUOUS:
+    if name in AMBIGUOUS and what == "input":
+        # an input is an argument: callers pass it by its name
         raise _fail(
             f"{what} {name!r} reads as 1 or 0 in code: PEP 8 rules it out as a name "
             "(ruff's E741 flags it in the generated module); choose another",
@@ -497,6 +505,17 @@ def _check_unique(inputs: list[InputSpec], params: list[ParamSpec], nodes: list[
                     item.loc,
                 )
             seen[item.name] = kind, item.loc
+    for kind, items in (("param", params), ("node", nodes)):
+        for item in items:
+            written = code_name(item.name)
+            if written != item.name and written in seen:
+                other, loc = seen[written]
+                raise SpecError(
+                    f"{kind} {item.name!r} is written {written} in the generated code (PEP 8 "
+                    f"rules out {item.name!r} as a name), and {written!r} is the {other} on "
+                    f"line {loc.line}",
+                    item.loc,
+                )
 
 
 def _wrt(node: YNode | None, params: list[ParamSpec], root: YNode) -> tuple[tuple[str, ...], Loc]:

@@ -150,12 +150,24 @@ CASES = [
         Case(f"spec_name_stdlib_{name}", named("spec", name), 1, "spec name")
         for name in ("typing", "math", "enum", "warnings", "random")
     ],
-    # `l`, `I`, `O` read as 1 and 0: ruff's E741 flags them as variables
+    # `l`, `I`, `O` read as 1 and 0: ruff's E741 flags them as variables; an input is an
+    # argument callers pass by name, so it cannot be written otherwise (a node can: `l_`)
     *[
-        Case(f"{key}_name_ambiguous_{name}", named(key, name), NAME_LINE[key], key)
-        for key in ("node", "param", "input")
+        Case(f"input_name_ambiguous_{name}", named("input", name), NAME_LINE["input"], "input")
         for name in ("l", "I", "O")
     ],
+    Case(
+        "param_written_as_another",
+        "name: a\ninputs: {x: [3]}\nparams:\n  I_: [3]\n  I: [3]\nnodes:\n  y: sum(x * I * I_)\n",
+        5,
+        "param 'I' is written I_",
+    ),
+    Case(
+        "node_written_as_another",
+        "name: a\ninputs: {x: [3]}\nnodes:\n  l_: sum(x)\n  l: l_ * 2\nwrt: [x]\n",
+        5,
+        "node 'l' is written l_",
+    ),
     Case("spec_name_null", named("spec", "null"), 1, "spec name"),
     Case("spec_name_true", named("spec", "true"), 1, "spec name"),
     Case("spec_name_date", named("spec", "2001-12-14"), 1, "spec name"),

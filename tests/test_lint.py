@@ -121,6 +121,16 @@ nodes:
 output: loss
 """
 
+# nodes and params named as PEP 8 forbids (`l` reads as 1): their variables are `l_`, ...
+AMBIGUOUS_SPEC = """
+name: ambiguous_names
+inputs: {x: [3]}
+params: {W: [3, 3], O: [3]}
+nodes:
+  I: tanh(W @ x + O)
+  l: sum(I * I)
+"""
+
 LONG_FILE_NAME = "a_spec_file_with_a_rather_long_and_descriptive_name"
 # names a file system allows that would end a comment or the docstring if copied as they are
 ODD_FILE_NAMES = {
@@ -173,6 +183,7 @@ CASES = [
     _text("single_wrt", SINGLE_WRT_SPEC),
     _text("zero_init", ZERO_INIT_SPEC),
     _text("augmented", AUGMENTED_SPEC),
+    _text("ambiguous_names", AMBIGUOUS_SPEC),
     _text("long_file_name", LONG_FILE_SPEC, LONG_FILE_NAME),
     *(
         _text(name, LONG_FILE_SPEC.replace("long_file_name", name), file)

@@ -115,3 +115,30 @@ def test_a_scalars_gradient_is_a_0d_array_not_a_numpy_scalar(dtype: str, tmp_pat
     assert grads["c"].shape == () and float(grads["c"]) == 3.0 + 1.0
     grads["c"][...] = 0  # a 0-d array takes an in-place write
     assert float(grads["c"]) == 0.0
+
+
+def test_nodes_and_params_named_l_i_o_compile_under_other_variable_names(
+    tmp_path: Path,
+) -> None:
+    """PEP 8 rules out `l`, `I`, `O` as variables (ruff's E741), but `l` is a common name
+    for a loss: such a node or param is written `l_` in the code and keeps its name in the
+    spec, in `params`, in `WRT` and in the gradients."""
+    module = compile_module(
+        "name: amb\ninputs: {x: [3]}\nparams: {I: [3, 3], l: [3]}\n"
+        "nodes:\n  O: I @ x + l\n  h: tanh(O)\n  l_loss: sum(h * h)\n",
+        tmp_path,
+    )
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    for name in ("l", "I", "O"):
+        assert f"    {name}_ = " in source and f"    {name} = " not in source
+    assert module.WRT == ("I", "l") and list(module.PARAMS) == ["I", "l"]
+    assert list(module.init_params()) == ["I", "l"]
+    rng = np.random.default_rng(0)
+    params = {"I": rng.standard_normal((3, 3)), "l": rng.standard_normal(3)}
+    x = rng.standard_normal(3)
+    value, grads = module.value_and_grad(params, x)
+    hidden = np.tanh(params["I"] @ x + params["l"])
+    assert np.isclose(value, np.sum(hidden**2))
+    local = 2 * hidden * (1 - hidden**2)
+    np.testing.assert_allclose(grads["I"], np.outer(local, x), rtol=1e-12)
+    np.testing.assert_allclose(grads["l"], local, rtol=1e-12)
