@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import random
 import statistics
 import sys
 import time
@@ -144,6 +145,9 @@ def _loaded_openblas() -> list[ctypes.CDLL]:
     return [ctypes.CDLL(path) for path in paths]
 
 
+ORDER_SEED = 5  # the passes' orders: seeded, so that a rerun times the same sequence
+
+
 def round_robin(
     functions: dict[str, Callable[[], Any]],
     budget: float,
@@ -154,8 +158,10 @@ def round_robin(
 ) -> tuple[dict[str, float], int]:
     """Median seconds of one call of each function, and the number of passes.
 
-    A pass takes one sample of every function, in an order rotated from pass to pass so no
-    function always runs right after the same neighbour. A sample calls a fast function again
+    A pass takes one sample of every function, in an order shuffled from pass to pass (by
+    a seeded generator: the same orders on every run). A rotated order would not do: each
+    function would always follow the same neighbour, and one that shares arrays with it
+    would always find them in the cache. A sample calls a fast function again
     and again for about `sample_seconds`, timing each call. The median is over every call
     of every pass: on a busy machine a BLAS thread that waits for a core stalls a few calls
     by milliseconds, and the median does not follow them. Passes stop once `budget` seconds
@@ -173,10 +179,10 @@ def round_robin(
         _sample(functions[name], 1, hold_gc)
     repeats = {name: _repeats_for(functions[name], sample_seconds, hold_gc) for name in names}
     calls: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(ORDER_SEED)
     start, passes = time.perf_counter(), 0
     while passes < max_passes and (passes < min_passes or time.perf_counter() - start < budget):
-        shift = passes % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in order.sample(names, len(names)):
             calls[name] += _sample(functions[name], repeats[name], hold_gc)
         passes += 1
     return {name: statistics.median(seconds) for name, seconds in calls.items()}, passes
