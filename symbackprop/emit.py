@@ -117,6 +117,9 @@ class _LinePrinter:
         self.namer = optimized.namer
         self.printer = printer
         self.graph = optimized.program.graph
+        # running sums whose first step the algebra made a number (`c - c`): its value and
+        # comments, added where the next step starts the array
+        self.constant_sums: dict[str, tuple[sp.Expr, list[str]]] = {}
 
     def lines(self, statements: list[Statement], updates: dict[sp.Symbol, InPlace]) -> list[Line]:
         """A backward line's note (the chain-rule step) goes above it; a forward line's note
@@ -127,6 +130,8 @@ class _LinePrinter:
             comments = _wrap_note(statement.note) if chain_rule else []
             update = updates.get(statement.target)
             fitted = self._running_sum(statement, comments)
+            if fitted and not fitted[0].text:
+                continue  # a running sum's constant first step: the next step adds it
             if fitted:
                 update = None  # the running sum updates its own array
             elif update is None and (split := self._product_then_rest(statement)):
@@ -158,10 +163,15 @@ class _LinePrinter:
         if not previous:
             if partial_sum_of(target) is None:
                 return []
-            if not is_fresh(expr):  # `+=` will write into this array: it must be ours
-                expr = Copy(expr)
-            return self._fit(symbol(name), expr, statement.owner, comments)
+            if expr.is_number:  # no array yet: the next step makes it
+                self.constant_sums[name] = (expr, comments)
+                return [Line(name, "", origin="")]  # a placeholder, dropped by `lines`
+            return self._fit(symbol(name), _own_array(expr), statement.owner, comments)
         rest = expr - previous[0]
+        if name in self.constant_sums:
+            constant, first = self.constant_sums.pop(name)
+            expr = _own_array(rest + constant)
+            return self._fit(symbol(name), expr, statement.owner, first + comments)
         operator, rest = ("-=", -rest) if rest.could_extract_minus_sign() else ("+=", rest)
         lines = self._fit(symbol(name), rest, statement.owner, comments, operator)
         lines[-1].reads |= {name}
@@ -215,7 +225,7 @@ class _LinePrinter:
             split = next(
                 (
                     (part, rest)
-                    for part, rest in _splits(expr, temp, self.printer)
+                    for part, rest in _splits(expr, temp, self.printer, len(text))
                     if len(rest_text := self.printer.doprint(rest)) < len(text)
                     or _fits(target, rest, rest_text, operator)  # longer: a long temp name
                 ),
@@ -256,6 +266,11 @@ def _wrap_kind(expr: sp.Expr, text: str) -> str:
     return ""
 
 
+def _own_array(expr: sp.Expr) -> sp.Expr:
+    """`expr`, copied when it would not be a new array: `+=` will write into it."""
+    return expr if is_fresh(expr) else Copy(expr)
+
+
 def _closes_at_end(text: str, start: int) -> bool:
     """True when the bracket opened at `start` is closed by the last character."""
     depth = 0
@@ -271,20 +286,26 @@ def _fits(target: sp.Symbol, expr: sp.Expr, text: str, operator: str = "=") -> b
 
 
 def _splits(
-    expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter
+    expr: sp.Expr, temp: sp.Symbol, printer: NumpyPrinter, length: int
 ) -> Iterator[tuple[sp.Expr, sp.Expr]]:
-    """Ways to move part of `expr` to a line of its own, as (part, `expr` with `temp` in its
-    place): the longest argument first, then the first half of a long sum or product."""
+    """Ways to move part of `expr` (printed `length` long) to a line of its own, as (part,
+    `expr` with `temp` in its place): the longest argument first, then the first half of a
+    long sum or product. A sum of many lines' length is halved first: moving one term at
+    a time out of a sum of hundreds would print it hundreds of times."""
+    halves = []
+    if (expr.is_Add or expr.is_Mul) and len(expr.args) > 2:
+        ordered = sorted(expr.args, key=sp.default_sort_key)
+        half = max(2, len(ordered) // 2)
+        halves = [(expr.func(*ordered[:half]), expr.func(temp, *ordered[half:]))]
+    if halves and length > 4 * LINE_LIMIT:
+        yield from halves
     candidates = [arg for arg in expr.args if not arg.is_Atom and not isinstance(arg, Attr)]
     if candidates:
         part = max(
             candidates, key=lambda arg: (len(printer.doprint(arg)), sp.default_sort_key(arg))
         )
         yield part, expr.xreplace({part: temp})
-    if (expr.is_Add or expr.is_Mul) and len(expr.args) > 2:
-        ordered = sorted(expr.args, key=sp.default_sort_key)
-        half = max(2, len(ordered) // 2)
-        yield expr.func(*ordered[:half]), expr.func(temp, *ordered[half:])
+    yield from halves
 
 
 def _wrap_note(note: str) -> list[str]:

@@ -23,7 +23,7 @@ import sympy as sp
 from .build import Program
 from .functions import unsaved_values
 from .ir import Graph, Node, Statement, reduced_axes, symbol
-from .ops import AdjointContext, SumTo, TensorOp
+from .ops import AdjointContext, Fill, SumTo, TensorOp
 from .printer import math_factor, math_text
 
 
@@ -91,7 +91,7 @@ def _elementwise_adjoints(
 ) -> list[tuple[sp.Symbol, Contribution]]:
     result = []
     for operand in node.operands:
-        local = unsaved_values(sp.diff(node.expr, operand).xreplace({node.expr: node.symbol}))
+        local = unsaved_values(_partial(node.expr, operand).xreplace({node.expr: node.symbol}))
         if local == 0:
             continue
         contribution = d * local
@@ -107,6 +107,14 @@ def _elementwise_adjoints(
             chain, expanded = (f"sum over broadcast axes of {text}" for text in (chain, expanded))
         result.append((operand, Contribution(contribution, chain, expanded)))
     return result
+
+
+def _partial(expr: sp.Expr, operand: sp.Symbol) -> sp.Expr:
+    """d expr / d operand. Of a sum, only the terms that hold the operand: SymPy would
+    walk every term for every operand, which for a sum of hundreds is quadratic."""
+    if expr.is_Add:
+        return sp.Add(*(sp.diff(term, operand) for term in expr.args if term.has(operand)))
+    return sp.diff(expr, operand)
 
 
 def _local_name(node: Node, operand: sp.Symbol) -> str:
@@ -162,11 +170,16 @@ def reverse_mode(program: Program) -> Backward:
         parts = contributions.get(value, [])
         if len(parts) < 2:
             return
+        expr = sp.Add(*(part.expr for part in parts))
+        if expr == 0:  # the contributions cancel (`mean(W - U) + mean(U)`): none is left
+            contributions[value] = []
+            return
+        if expr.is_number:  # a constant, filled out to the value's shape, for `+=` to update
+            expr = Fill(expr, value)
         sums_made[value] = sums_made.get(value, 0) + 1
         target = partial_sum_symbol(adjoint_symbol(value), sums_made[value])
         note = _note(value, parts) if value not in running else _note(value, parts[1:], "+=")
         running[value] = len(statements)
-        expr = sp.Add(*(part.expr for part in parts))
         statements.append(Statement(target, expr, graph[value].owner, "backward", note, False))
         contributions[value] = [Contribution(target, "", "")]
 

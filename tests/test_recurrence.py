@@ -102,3 +102,47 @@ def test_a_running_sum_is_written_in_place_under_the_adjoints_name() -> None:
     source = compile_text(tied_rnn(3), "rnn.yaml")
     assert re.search(r"^    d_W \+= \w+\.T @ ", source, re.MULTILINE)
     assert "np.add(" not in source  # printed as `+=`, not as a ufunc with out=
+
+
+# Found by review: CSE made one gradient read another's first running sum (whose array
+# `+=` updates later), and a first running sum the algebra cancels to 0 became an int array.
+SHARED_FIRST_SUM = """
+name: shared_first_sum
+inputs: {x: [3]}
+params: {W: [3], V: [3]}
+nodes:
+  p: W * x * V
+  q: sin(W + V)
+  r: cos(W + V)
+  loss: sum(p + q + r)
+"""
+CANCELLED_FIRST_SUM = """
+name: cancelled_first_sum
+params: {U: [2, 2], W: [2, 2]}
+nodes:
+  h: tanh(U)
+  n: W - U
+  loss: sum(h) + mean(n) + mean(U)
+"""
+
+
+@pytest.mark.parametrize("text", [SHARED_FIRST_SUM, CANCELLED_FIRST_SUM])
+def test_a_running_sum_never_leaks_and_starts_an_array_of_its_own(
+    text: str, tmp_path: Path
+) -> None:
+    source = compile_text(text, "spec.yaml")
+    assert not any("'" in line for line in source.splitlines() if not line.lstrip().startswith("#"))
+    assert "np.array(0)" not in source
+    module = import_source(source, tmp_path)
+    rng = np.random.default_rng(0)
+    params = {name: rng.standard_normal(shape) for name, shape in module.PARAMS.items()}
+    inputs = {name: rng.standard_normal(shape) for name, (shape, _) in module.INPUTS.items()}
+    _, cache = module.forward(params, **inputs)
+    grads = module.backward(cache)
+    again = module.backward(cache)
+    differences = central_differences(module, params, inputs)
+    for name in module.WRT:
+        assert relative_error(grads[name], differences[name]) < 1e-7, name
+        assert np.array_equal(grads[name], again[name]), name
+    first, second = module.WRT
+    assert not np.shares_memory(grads[first], grads[second])

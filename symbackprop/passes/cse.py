@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import sympy as sp
 
 from ..ir import Statement
+from ..reverse import partial_sum_of
 
 _PREFIX = "_cse_"
 
@@ -58,7 +59,10 @@ def common_subexpressions(
             )
 
     for statement, expr in zip(statements, reduced, strict=True):
-        if isinstance(expr, sp.Symbol) and expr in definitions and expr not in placed:
+        # a running sum's array is updated in place later (`d_W += c`): it may not be what
+        # another line reads for a shared subexpression
+        defines = partial_sum_of(statement.target) is None
+        if defines and isinstance(expr, sp.Symbol) and expr in definitions and expr not in placed:
             # the whole line is a repeated subexpression: the line itself defines it
             for dep in sorted(definitions[expr].free_symbols - placed, key=_order_key):
                 if dep in definitions:
