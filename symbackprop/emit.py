@@ -23,7 +23,7 @@ from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, stability_note
 from .reverse import partial_sum_of
-from .spec import ParamSpec, Spec, code_name
+from .spec import ParamSpec, Spec, code_name, init_arguments
 
 LINE_LIMIT = 88
 INDENT = 4
@@ -97,16 +97,9 @@ def _shape_literal(shape: tuple[object, ...]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
-_INIT_DEFAULTS = {
-    "normal": (("mean", 0.0), ("std", 1.0)),
-    "uniform": (("low", -1.0), ("high", 1.0)),
-}
-
-
 def _init_args(param: ParamSpec) -> list[str]:
     """The two numbers of a normal or uniform init, as Python literals."""
-    given = dict(param.init_args)
-    return [repr(given.get(key, default)) for key, default in _INIT_DEFAULTS.get(param.init, ())]
+    return [repr(value) for value in init_arguments(param).values()]
 
 
 class _LinePrinter:

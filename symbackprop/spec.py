@@ -265,17 +265,27 @@ def _number(node: YNode, what: str) -> float:
     return value
 
 
-_INIT_ARGS = {"normal": ("mean", "std"), "uniform": ("low", "high")}
+# The arguments an init takes, with their defaults, in the order NumPy's generator takes them.
+INIT_ARGS: dict[str, dict[str, float]] = {
+    "normal": {"mean": 0.0, "std": 1.0},
+    "uniform": {"low": -1.0, "high": 1.0},
+}
 
 
-def _check_init_args(given: dict[str, float], fields: dict[str, YNode], name: str) -> None:
+def init_arguments(param: ParamSpec) -> dict[str, float]:
+    """Every argument of the param's init: the spec's, else the default."""
+    return INIT_ARGS.get(param.init, {}) | dict(param.init_args)
+
+
+def _check_init_args(param: ParamSpec, fields: dict[str, YNode]) -> None:
     """What NumPy's generators would refuse in `init_params`, refused here instead."""
-    if given.get("std", 1.0) < 0:
-        raise _fail(f"std of param {name} must not be negative", fields["std"])
-    if given.get("low", -1.0) > given.get("high", 1.0):
+    given = init_arguments(param)
+    if given.get("std", 0.0) < 0:
+        raise _fail(f"std of param {param.name} must not be negative", fields["std"])
+    if given.get("low", 0.0) > given.get("high", 0.0):
         where = fields["high"] if "high" in fields else fields["low"]
-        low, high = given.get("low", -1.0), given.get("high", 1.0)
-        raise _fail(f"low ({low:g}) of param {name} is above its high ({high:g})", where)
+        low, high = given["low"], given["high"]
+        raise _fail(f"low ({low:g}) of param {param.name} is above its high ({high:g})", where)
 
 
 def _params(node: YNode | None) -> list[ParamSpec]:
@@ -289,7 +299,7 @@ def _params(node: YNode | None) -> list[ParamSpec]:
             fields = value.value
             if "init" in fields:
                 init = _dtype(fields["init"], INITS, f"the init of param {name}")
-            extra = _INIT_ARGS.get(init, ()) if init is not None else ()
+            extra = tuple(INIT_ARGS.get(init, ())) if init is not None else ()
             _reject_unknown(fields, ("shape", "init", *extra), f"param {name}")
             if "shape" not in fields:
                 raise _fail(f"param {name} needs a shape", value)
@@ -299,11 +309,13 @@ def _params(node: YNode | None) -> list[ParamSpec]:
                 for key in extra
                 if key in fields
             ]
-            _check_init_args(dict(init_args), fields, name)
         shape = _shape(shape_node, f"param {name}", False)
         if init is None:
             init = "zeros" if len(shape) <= 1 else "glorot_uniform"
-        result.append(ParamSpec(name, shape, init, tuple(init_args), value.loc))  # type: ignore[arg-type]
+        param = ParamSpec(name, shape, init, tuple(init_args), value.loc)  # type: ignore[arg-type]
+        if value.is_map:
+            _check_init_args(param, value.value)
+        result.append(param)
     return result
 
 
