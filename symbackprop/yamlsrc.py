@@ -42,26 +42,27 @@ class YNode:
 
     def shown(self, limit: int = 40) -> str:
         """The value as a message quotes it: its repr without locations, cut at `limit`."""
-        return shown(self.plain(), limit)
+        return shown(self, limit)
 
     def plain(self) -> Any:
         """The value with locations stripped (for small scalar-ish values)."""
-        if isinstance(self.value, dict):
-            return {k: v.plain() for k, v in self.value.items()}
-        if isinstance(self.value, list):
-            return [v.plain() for v in self.value]
-        return self.value
+        return _plain(self.value)
+
+
+def _plain(value: Any) -> Any:
+    """`value` (a YNode, or a list or dict that may hold YNodes) without locations."""
+    if isinstance(value, YNode):
+        return _plain(value.value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def shown(value: Any, limit: int = 40) -> str:
     """`repr(value)` for a message (a YNode's locations left out), cut at `limit`."""
-    if isinstance(value, YNode):
-        value = value.plain()
-    elif isinstance(value, list):
-        value = [item.plain() if isinstance(item, YNode) else item for item in value]
-    elif isinstance(value, dict):
-        value = {k: v.plain() if isinstance(v, YNode) else v for k, v in value.items()}
-    text = repr(value)
+    text = repr(_plain(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
