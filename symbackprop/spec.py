@@ -166,13 +166,13 @@ def code_name(name: str) -> str:
     return f"{name}_" if name in AMBIGUOUS else name
 
 
-def check_value_name(name: object, where: YNode | Loc, what: str) -> str:
-    """An input's, param's or node's name: a Python variable of the generated code."""
-    name = check_identifier(name, where, what)
-    if name in AMBIGUOUS and what == "input":
-        # an input is an argument: callers pass it by its name
+def _check_input_name(name: object, where: YNode | Loc) -> str:
+    """An input's name: an argument of the generated functions, which callers pass by
+    name, so it cannot be written otherwise as a node's or a param's can (`code_name`)."""
+    name = check_identifier(name, where, "input")
+    if name in AMBIGUOUS:
         raise _fail(
-            f"{what} {name!r} reads as 1 or 0 in code: PEP 8 rules it out as a name "
+            f"input {name!r} reads as 1 or 0 in code: PEP 8 rules it out as a name "
             "(ruff's E741 flags it in the generated module); choose another",
             where,
         )
@@ -229,7 +229,7 @@ def _inputs(node: YNode | None, dtype: str) -> list[InputSpec]:
         return []
     result = []
     for name, value in _expect_map(node, "inputs").items():
-        check_value_name(name, key_loc(value), "input")
+        _check_input_name(name, key_loc(value))
         input_dtype = dtype
         shape_node = value
         if value.is_map:
@@ -293,7 +293,7 @@ def _params(node: YNode | None) -> list[ParamSpec]:
         return []
     result = []
     for name, value in _expect_map(node, "params").items():
-        check_value_name(name, key_loc(value), "param")
+        check_identifier(name, key_loc(value), "param")
         shape_node, init, init_args = value, None, []
         if value.is_map:
             fields = value.value
@@ -336,7 +336,7 @@ def _nodes(node: YNode | None, aliases: tuple[tuple[str, str], ...]) -> list[Nod
         return []
     result = []
     for name, value in _expect_map(node, "nodes").items():
-        check_value_name(name, key_loc(value), "node")
+        check_identifier(name, key_loc(value), "node")
         result.append(
             NodeSpec(name, _formula_text(value, f"node {name}"), _formula_loc(value), aliases)
         )
