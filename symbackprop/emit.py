@@ -122,10 +122,11 @@ class _LinePrinter:
             chain_rule = statement.phase == "backward" and statement.note
             comments = _wrap_note(statement.note) if chain_rule else []
             update = updates.get(statement.target)
-            fitted = self._running_sum(statement, comments)
-            if fitted and not fitted[0].text:
+            running_sum = self._running_sum(statement, comments)
+            if running_sum == []:
                 continue  # a running sum's constant first step: the next step adds it
-            if fitted:
+            fitted = running_sum or []
+            if running_sum:
                 update = None  # the running sum updates its own array
             elif update is None and (split := self._product_then_rest(statement)):
                 fitted = split
@@ -146,19 +147,20 @@ class _LinePrinter:
             result += fitted
         return result
 
-    def _running_sum(self, statement: Statement, comments: list[str]) -> list[Line]:
+    def _running_sum(self, statement: Statement, comments: list[str]) -> list[Line] | None:
         """A step of an adjoint summed as its contributions arrive (reverse.py), under the
         adjoint's own name: `d_W = a + b` for the first, `d_W += c` for each later one.
-        Empty for any other line."""
+        None for any other line; no lines for a first step the algebra made a number (the
+        next step starts the array with it)."""
         target, expr = statement.target, statement.expr
         name = partial_sum_of(target) or target.name
         previous = [item for item in expr.free_symbols if partial_sum_of(item) == name]
         if not previous:
             if partial_sum_of(target) is None:
-                return []
-            if expr.is_number:  # no array yet: the next step makes it
+                return None
+            if expr.is_number:
                 self.constant_sums[name] = (expr, comments)
-                return [Line(name, "", origin="")]  # a placeholder, dropped by `lines`
+                return []
             return self._fit(symbol(name), _own_array(expr), statement.owner, comments)
         rest = expr - previous[0]
         if name in self.constant_sums:

@@ -23,7 +23,7 @@ import sympy as sp
 from .build import Program
 from .functions import unsaved_values
 from .ir import Graph, Node, Statement, reduced_axes, symbol
-from .ops import AdjointContext, Fill, SumTo, TensorOp
+from .ops import AdjointContext, SumTo, TensorOp
 from .printer import math_factor, math_text
 
 
@@ -171,11 +171,6 @@ def reverse_mode(program: Program) -> Backward:
         if len(parts) < 2:
             return
         expr = sp.Add(*(part.expr for part in parts))
-        if expr == 0:  # the contributions cancel (`mean(W - U) + mean(U)`): none is left
-            contributions[value] = []
-            return
-        if expr.is_number:  # a constant, filled out to the value's shape, for `+=` to update
-            expr = Fill(expr, value)
         sums_made[value] = sums_made.get(value, 0) + 1
         target = partial_sum_symbol(adjoint_symbol(value), sums_made[value])
         note = _note(value, parts) if value not in running else _note(value, parts[1:], "+=")
