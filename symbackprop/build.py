@@ -108,9 +108,7 @@ class _NodeLowering:
         return Val(-operand.expr, operand.type, operand.sources)
 
     def _lower_BinOp(self, term: fm.BinOp) -> Val:
-        spine = [term]  # a long flat sum nests leftwards: lowered as a chain, not recursively
-        while isinstance(spine[-1].left, fm.BinOp):
-            spine.append(spine[-1].left)
+        spine = fm.left_spine(term)
         value = self.lower(spine[-1].left)
         for binop in reversed(spine):
             right = self.lower(binop.right)

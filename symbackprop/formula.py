@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import Loc, SpecError
 
@@ -103,6 +104,19 @@ _DESCRIBE = {
 }
 
 
+_BinaryNode = TypeVar("_BinaryNode", ast.BinOp, BinOp)
+
+
+def left_spine(node: _BinaryNode) -> list[_BinaryNode]:
+    """`node`, its left operand, that one's left operand, ... while each is a binary node
+    too: `a + b + c + ...` nests leftwards, one level a term, and is read as this chain
+    (here, and where it is lowered) so that a long flat sum is no deep recursion."""
+    spine = [node]
+    while isinstance(spine[-1].left, type(node)):
+        spine.append(spine[-1].left)
+    return spine
+
+
 class _Reader:
     def __init__(self, text: str, base: Loc, node_name: str):
         self.base = base
@@ -160,12 +174,8 @@ class _Reader:
         return Neg(operand, self.loc(node))
 
     def _read_BinOp(self, node: ast.BinOp, depth: int) -> Term:
-        # `a + b + c + ...` nests leftwards, one level a term: read that spine as the chain
-        # it is, so a long flat sum is neither "too deep" nor a deep recursion
-        spine = [node]
-        while isinstance(spine[-1].left, ast.BinOp):
-            spine.append(spine[-1].left)
-            self.count += 1
+        spine = left_spine(node)  # a flat sum's terms add no depth
+        self.count += len(spine) - 1
         if self.count > MAX_NODES:
             raise self.fail(f"the formula is too large (more than {MAX_NODES} terms)", node)
         term = self.read(spine[-1].left, depth)
