@@ -267,7 +267,8 @@ def jax_runner(jax: ModuleType, problem: Problem) -> tuple[Runner, tuple[float, 
 
 def gemm_bound(problem: Problem) -> Runner:
     """Only the matrix products: s_i = h_{i-1} @ W_i, dW_i = h_{i-1}^T @ ds_i and, but for
-    the first layer, dh_{i-1} = ds_i @ W_i^T, into preallocated arrays."""
+    the first layer, dh_{i-1} = ds_i @ W_i^T, into preallocated arrays. With np.dot, the
+    fastest call for them: it dispatches in 0.4-0.5 us where np.matmul takes 0.8."""
     rng = np.random.default_rng(1)
     widths, batch, dtype = problem.size.widths, problem.size.batch, problem.dtype
 
@@ -283,11 +284,11 @@ def gemm_bound(problem: Problem) -> Runner:
 
     def run() -> None:
         for h, weight, s in zip(inputs, weights, sums, strict=True):
-            np.matmul(h, weight, out=s)
+            np.dot(h, weight, out=s)
         for h, delta, d_weight in zip(inputs, deltas, d_weights, strict=True):
-            np.matmul(h.T, delta, out=d_weight)
+            np.dot(h.T, delta, out=d_weight)
         for delta, weight, d_h in zip(deltas[1:], weights[1:], d_inputs, strict=True):
-            np.matmul(delta, weight.T, out=d_h)
+            np.dot(delta, weight.T, out=d_h)
 
     return run
 

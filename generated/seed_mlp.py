@@ -51,6 +51,10 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "y": (("batch",), "int64"),
 }
 
+# Row k is one_hot(k) among 3 classes: the backward pass of cross-entropy
+# takes a batch's one-hot rows from it in one call.
+_ONE_HOT_ROWS_3 = np.eye(3, dtype=DTYPE)
+
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """fan_in, fan_out of a weight shaped [in, out, ...]; a vector counts as both."""
@@ -84,11 +88,20 @@ def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _probs_minus_one_hot(
-    log_probs: np.ndarray, labels: np.ndarray, scale: np.ndarray
+    log_probs: np.ndarray,
+    labels: np.ndarray,
+    scale: np.ndarray,
+    one_hot_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(softmax - one_hot(labels)) * scale: exp(log_probs) less 1 at each label."""
+    """(softmax - one_hot(labels)) * scale: exp(log_probs) less 1 at each label.
+
+    `one_hot_rows`, the identity matrix of few classes, gives the one-hot rows in one
+    `take`; without it, 1 is taken off at each label in place.
+    """
     probs = np.exp(log_probs)
-    if labels.ndim == 1:
+    if one_hot_rows is not None:
+        probs -= one_hot_rows.take(labels, axis=0)
+    elif labels.ndim == 1:
         probs[np.arange(labels.shape[0]), labels] -= 1
     else:
         probs[(*np.indices(labels.shape, sparse=True), labels)] -= 1
@@ -138,13 +151,13 @@ def forward(
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=np.int64)
-    s1 = x @ W1
+    s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.tanh(s1)
-    s2 = h1 @ W2
+    s2 = np.dot(h1, W2)
     s2 += b2
     h2 = np.tanh(s2)
-    s3 = h2 @ W3
+    s3 = np.dot(h2, W3)
     s3 += b3
     t_loss_0 = _log_softmax(s3, axis=1)
     loss = -_picked(t_loss_0, y).sum() / y.size
@@ -191,31 +204,33 @@ def backward(
     t_loss_0 = cache["t_loss_0"]
     d_loss = np.float64(grad_output)
     # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss / n (fused log_softmax)
-    d_s3 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size)
+    d_s3 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size, _ONE_HOT_ROWS_3)
+    # ones @ d sums the rows of d in one BLAS call
+    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)
     # dL/db3 = sum over broadcast axes of dL/ds3
-    d_b3 = d_s3.sum(axis=0)
+    d_b3 = np.dot(t_ones_0, d_s3)
     # dL/dW3 = h2^T @ dL/ds3
-    d_W3 = h2.T @ d_s3
+    d_W3 = np.dot(h2.T, d_s3)
     # dL/dh2 = dL/ds3 @ W3^T
-    d_h2 = d_s3 @ W3.T
+    d_h2 = np.dot(d_s3, W3.T)
     del d_s3
     # dL/ds2 = dL/dh2 * tanh'(s2) = dL/dh2 * (1 - h2**2)
     d_s2 = np.multiply(d_h2, 1 - h2**2, out=d_h2)
     del d_h2
     # dL/db2 = sum over broadcast axes of dL/ds2
-    d_b2 = d_s2.sum(axis=0)
+    d_b2 = np.dot(t_ones_0, d_s2)
     # dL/dW2 = h1^T @ dL/ds2
-    d_W2 = h1.T @ d_s2
+    d_W2 = np.dot(h1.T, d_s2)
     # dL/dh1 = dL/ds2 @ W2^T
-    d_h1 = d_s2 @ W2.T
+    d_h1 = np.dot(d_s2, W2.T)
     del d_s2
     # dL/ds1 = dL/dh1 * tanh'(s1) = dL/dh1 * (1 - h1**2)
     d_s1 = np.multiply(d_h1, 1 - h1**2, out=d_h1)
     del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = d_s1.sum(axis=0)
+    d_b1 = np.dot(t_ones_0, d_s1)
     # dL/dW1 = x^T @ dL/ds1
-    d_W1 = x.T @ d_s1
+    d_W1 = np.dot(x.T, d_s1)
     return {
         "W1": d_W1,
         "b1": d_b1,
@@ -277,12 +292,12 @@ def predict(
     W3 = np.asarray(params["W3"], dtype=DTYPE)
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
-    s1 = x @ W1
+    s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.tanh(s1)
-    s2 = h1 @ W2
+    s2 = np.dot(h1, W2)
     s2 += b2
     h2 = np.tanh(s2)
-    s3 = h2 @ W3
+    s3 = np.dot(h2, W3)
     s3 += b3
     return s3

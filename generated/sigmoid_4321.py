@@ -111,13 +111,13 @@ def forward(
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=DTYPE)
-    s1 = x @ W1
+    s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s2 = h1 @ W2
+    s2 = np.dot(h1, W2)
     s2 += b2
     h2 = np.exp(-np.logaddexp(0, -s2))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s3 = h2 @ W3
+    s3 = np.dot(h2, W3)
     s3 += b3
     h3 = np.exp(-np.logaddexp(0, -s3))  # stable sigmoid as exp(-logaddexp(0, -x))
     t_loss_0 = (h3 - y) ** 2
@@ -172,30 +172,32 @@ def backward(
     # dL/ds3 = dL/dh3 * sigmoid'(s3) = dL/dh3 * h3 * (1 - h3)
     d_s3 = np.multiply(d_h3, h3 * (1 - h3), out=d_h3)
     del d_h3
+    # ones @ d sums the rows of d in one BLAS call
+    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)
     # dL/db3 = sum over broadcast axes of dL/ds3
-    d_b3 = d_s3.sum(axis=0)
+    d_b3 = np.dot(t_ones_0, d_s3)
     # dL/dW3 = h2^T @ dL/ds3
-    d_W3 = h2.T @ d_s3
+    d_W3 = np.dot(h2.T, d_s3)
     # dL/dh2 = dL/ds3 @ W3^T
-    d_h2 = d_s3 @ W3.T
+    d_h2 = np.dot(d_s3, W3.T)
     del d_s3
     # dL/ds2 = dL/dh2 * sigmoid'(s2) = dL/dh2 * h2 * (1 - h2)
     d_s2 = np.multiply(d_h2, h2 * (1 - h2), out=d_h2)
     del d_h2
     # dL/db2 = sum over broadcast axes of dL/ds2
-    d_b2 = d_s2.sum(axis=0)
+    d_b2 = np.dot(t_ones_0, d_s2)
     # dL/dW2 = h1^T @ dL/ds2
-    d_W2 = h1.T @ d_s2
+    d_W2 = np.dot(h1.T, d_s2)
     # dL/dh1 = dL/ds2 @ W2^T
-    d_h1 = d_s2 @ W2.T
+    d_h1 = np.dot(d_s2, W2.T)
     del d_s2
     # dL/ds1 = dL/dh1 * sigmoid'(s1) = dL/dh1 * h1 * (1 - h1)
     d_s1 = np.multiply(d_h1, h1 * (1 - h1), out=d_h1)
     del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = d_s1.sum(axis=0)
+    d_b1 = np.dot(t_ones_0, d_s1)
     # dL/dW1 = x^T @ dL/ds1
-    d_W1 = x.T @ d_s1
+    d_W1 = np.dot(x.T, d_s1)
     return {
         "W1": d_W1,
         "b1": d_b1,
@@ -257,13 +259,13 @@ def predict(
     W3 = np.asarray(params["W3"], dtype=DTYPE)
     b3 = np.asarray(params["b3"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
-    s1 = x @ W1
+    s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s2 = h1 @ W2
+    s2 = np.dot(h1, W2)
     s2 += b2
     h2 = np.exp(-np.logaddexp(0, -s2))  # stable sigmoid as exp(-logaddexp(0, -x))
-    s3 = h2 @ W3
+    s3 = np.dot(h2, W3)
     s3 += b3
     h3 = np.exp(-np.logaddexp(0, -s3))  # stable sigmoid as exp(-logaddexp(0, -x))
     return h3

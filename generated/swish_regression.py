@@ -99,11 +99,11 @@ def forward(
     b2 = np.asarray(params["b2"], dtype=DTYPE)
     x = np.asarray(x, dtype=DTYPE)
     y = np.asarray(y, dtype=DTYPE)
-    s1 = x @ W1
+    s1 = np.dot(x, W1)
     s1 += b1
     t_h1_0 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
     h1 = np.multiply(s1, t_h1_0, out=s1)
-    p = h1 @ W2
+    p = np.dot(h1, W2)
     p += b2
     t_loss_0 = (p - y) ** 2
     loss = t_loss_0.sum() / t_loss_0.size
@@ -150,20 +150,22 @@ def backward(
     # dL/dp = dL/dt_loss_0 * dt_loss_0/dp = dL/dt_loss_0 * (2 * p - 2 * y)
     d_p = d_t_loss_0 * (2 * p - 2 * y)
     del d_t_loss_0
+    # ones @ d sums the rows of d in one BLAS call
+    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)
     # dL/db2 = sum over broadcast axes of dL/dp
-    d_b2 = d_p.sum(axis=0)
+    d_b2 = np.dot(t_ones_0, d_p)
     # dL/dW2 = h1^T @ dL/dp
-    d_W2 = h1.T @ d_p
+    d_W2 = np.dot(h1.T, d_p)
     # dL/dh1 = dL/dp @ W2^T
-    d_h1 = d_p @ W2.T
+    d_h1 = np.dot(d_p, W2.T)
     del d_p
     # dL/ds1 = dL/dh1 * dh1/ds1
     d_s1 = np.multiply(d_h1, h1 * (1 - t_h1_0) + t_h1_0, out=d_h1)
     del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = d_s1.sum(axis=0)
+    d_b1 = np.dot(t_ones_0, d_s1)
     # dL/dW1 = x^T @ dL/ds1
-    d_W1 = x.T @ d_s1
+    d_W1 = np.dot(x.T, d_s1)
     return {
         "W1": d_W1,
         "b1": d_b1,

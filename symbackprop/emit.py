@@ -385,7 +385,7 @@ def render(optimized: Optimized) -> str:
     program = optimized.program
     spec = program.spec
     graph = program.graph
-    printer = NumpyPrinter()
+    printer = NumpyPrinter(spec.dtype)
     line_printer = _LinePrinter(optimized, printer)
 
     forward_names = {s.target.name for s in optimized.forward}
@@ -502,6 +502,10 @@ def render(optimized: Optimized) -> str:
             f"{graph[leaf].owner}: {shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt
         ],
         "helpers": sorted(helpers),
+        "one_hot_tables": [
+            {"name": name, "classes": classes, "dtype": dtype}
+            for name, (classes, dtype) in sorted(printer.one_hot_tables.items())
+        ],
         "forward": forward_block,
         "saved": saved,
         "seed": seed,

@@ -2,7 +2,8 @@
 
 Spec names stay as they are; adjoints are `d_<name>`; every value the spec did not name
 (an op inside a formula, a shared subexpression) is `t_<owner>_<k>`, numbered per owning
-spec node in order of definition, so an edit in one node never renumbers another.
+spec node in order of definition, so an edit in one node never renumbers another. The
+ones that sum a batch (`ones @ d`) are `t_ones_<k>`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import sympy as sp
 
 from .ir import Statement, symbol
+from .ops import Ones
 
 # a temporary's name in a note, also right after the `dL/d` of an adjoint
 # (also as the `d<name>` of a local derivative such as `dt_loss_0/dp`)
@@ -36,7 +38,8 @@ def name_temporaries(
     renames: dict[sp.Symbol, sp.Symbol] = {}
     for statement in forward + backward:
         if statement.anonymous and not statement.target.name.startswith("d_"):
-            new = namer.fresh(statement.owner)
+            # the ones that sum batches belong to no one node: several layers read them
+            new = namer.fresh("ones" if isinstance(statement.expr, Ones) else statement.owner)
             renames[statement.target] = new
             renames[symbol("d_" + statement.target.name)] = symbol("d_" + new.name)
 

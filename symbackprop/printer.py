@@ -44,21 +44,38 @@ _STABILITY_NOTES: dict[type, str] = {
 
 
 def stability_note(expr: sp.Expr) -> str:
-    """The comment naming the stable rewrites `expr` is printed with ("" if none)."""
-    used = sorted({_STABILITY_NOTES[type(item)] for item in expr.atoms(*_STABILITY_NOTES)})
-    return "; ".join(used)
+    """The comment naming the stable rewrites `expr` is printed with, and why a tensor op
+    is printed as it is (its `print_note`), "" if none."""
+    used = {_STABILITY_NOTES[type(item)] for item in expr.atoms(*_STABILITY_NOTES)}
+    used |= {getattr(item, "print_note", "") for item in expr.atoms(sp.Function)}
+    return "; ".join(sorted(used - {""}))
 
 
 class NumpyPrinter(StrPrinter):
     printmethod = "_numpy_text"
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float64") -> None:
+        """`dtype`: the module's DTYPE, which the text names rather than spells out."""
         super().__init__({"order": None})
+        self.dtype = dtype
         self.helpers_used: set[str] = set()
+        # module constants the text reads: name -> (classes, dtype text)
+        self.one_hot_tables: dict[str, tuple[int, str]] = {}
 
     def use_helper(self, name: str) -> None:
         """Record a module helper the printed text calls (the module defines only those)."""
         self.helpers_used.add(name)
+
+    def use_one_hot_rows(self, classes: int, dtype: str) -> str:
+        """The name of the module constant whose row k is one_hot(k) among `classes`."""
+        name = f"_ONE_HOT_ROWS_{classes}"
+        if dtype != self.dtype:
+            name += f"_{dtype.upper()}"
+        self.one_hot_tables[name] = (classes, self.dtype_text(dtype))
+        return name
+
+    def dtype_text(self, dtype: str) -> str:
+        return "DTYPE" if dtype == self.dtype else f"np.{dtype}"
 
     # --- building blocks used by ops.py ------------------------------------------------
 

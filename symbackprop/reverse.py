@@ -22,8 +22,8 @@ import sympy as sp
 
 from .build import Program
 from .functions import unsaved_values
-from .ir import Graph, Node, Statement, reduced_axes, symbol
-from .ops import AdjointContext, SumTo, TensorOp
+from .ir import Graph, Node, Statement, TensorType, reduced_axes, symbol
+from .ops import AdjointContext, BatchSum, Ones, SumTo, TensorOp
 from .printer import math_factor, math_text
 
 
@@ -103,10 +103,28 @@ def _elementwise_adjoints(
             expanded = f"{incoming} * {math_factor(local)}"
         lead, kept = reduced_axes(graph.type_of(operand).shape, node.type.shape)
         if lead or kept:
-            contribution = SumTo.make(contribution, attrs=(lead, kept))
+            contribution = _summed(contribution, lead, kept, node.type, graph)
             chain, expanded = (f"sum over broadcast axes of {text}" for text in (chain, expanded))
         result.append((operand, Contribution(contribution, chain, expanded)))
     return result
+
+
+def _summed(
+    contribution: sp.Expr,
+    lead: tuple[int, ...],
+    kept: tuple[int, ...],
+    big: TensorType,
+    graph: Graph,
+) -> sp.Expr:
+    """`contribution` (shaped `big`) summed over broadcast axes: a batch of rows summed to
+    one row is `ones @ d` with ones as long as an input's dim (CSE shares them)."""
+    if lead == (0,) and not kept and len(big.shape) == 2:
+        for node in graph.nodes:
+            if node.kind == "input" and big.shape[0] in node.type.shape:
+                axis = node.type.shape.index(big.shape[0])
+                ones = Ones.make(node.symbol, attrs=(axis, big.dtype))
+                return BatchSum(contribution, ones)
+    return SumTo.make(contribution, attrs=(lead, kept))
 
 
 def _partial(expr: sp.Expr, operand: sp.Symbol) -> sp.Expr:

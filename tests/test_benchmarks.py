@@ -49,3 +49,17 @@ def test_a_smoke_run_prints_every_table(
         assert heading in out
     for contender in ("generated", "numpy", "textbook", "gemm"):
         assert f" {contender} " in out
+
+
+def test_the_calls_benchmark_compares_forms_that_agree(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    calls = importlib.import_module("bench_calls")
+    for case in calls.cases():
+        hand, generated = case.result(case.hand), case.result(case.generated)
+        assert generated.shape == hand.shape, case.step
+        assert abs(generated - hand).max() <= 1e-5 * max(1.0, abs(hand).max()), case.step
+    calls.main(calls=1)  # a smoke run: each form once, the table printed
+    out = capsys.readouterr().out
+    assert "np.dot(ones, d)" in out and "table.take(y, axis=0)" in out

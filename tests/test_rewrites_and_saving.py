@@ -187,11 +187,11 @@ output: loss
 
 
 def test_a_product_plus_terms_adds_the_terms_into_the_product_array(tmp_path) -> None:
-    """`s = x @ W` then `s += b`: no second array of the product's size. Only where the
+    """`s = np.dot(x, W)` then `s += b`: no second array of the product's size. Only where the
     product is as big as the result (`v @ M + x` broadcasts the product up: one line)."""
     source = compile_text(PRODUCT_SPEC, "product.yaml")
-    assert "    s = x @ W\n    s += b\n" in source
-    assert "    r = x @ V\n    r -= b * c\n" in source
+    assert "    s = np.dot(x, W)\n    s += b\n" in source
+    assert "    r = np.dot(x, V)\n    r -= b * c\n" in source
     assert "    q +=" not in source
     module = import_source(source, tmp_path)
     rng = np.random.default_rng(0)

@@ -1,8 +1,8 @@
 """Optimization passes over the program of statements, each a pure function.
 
 In pipeline order: `copy_propagation`, `shape_donors`, `inline_single_use`,
-`dead_code`, `common_subexpressions`, `recompute_elementwise` (what to save), then naming
-and scheduling (`naming.py`).
+`dead_code`, `common_subexpressions`, `recompute_elementwise` (what to save),
+`unshared_batch_sums`, then naming and scheduling (`naming.py`).
 """
 
 from .cse import common_subexpressions
@@ -14,6 +14,7 @@ from .simplify import (
     inline_single_use,
     own_results,
     shape_donors,
+    unshared_batch_sums,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "own_results",
     "recompute_elementwise",
     "shape_donors",
+    "unshared_batch_sums",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import sympy as sp
 
 from ..ir import Graph, Statement
-from ..ops import BroadcastTo, Copy, Count, Fill, OneHot, ShapeOf, TensorOp
+from ..ops import BatchSum, BroadcastTo, Copy, Count, Fill, OneHot, ShapeOf, TensorOp
 from ..reverse import adjoint_symbol
 
 
@@ -170,3 +170,18 @@ def _foldable(expr: sp.Basic) -> bool:
 
 def _as_float(expr: sp.Basic) -> sp.Float:
     return sp.Float(float(sp.N(expr, 17)))
+
+
+def unshared_batch_sums(statements: list[Statement]) -> list[Statement]:
+    """A `ones @ d` whose ones no other sum shares (CSE made no temporary of them) goes
+    back to `d.sum(axis=0)`: making the ones costs what one sum saves."""
+
+    def unshared(item: sp.Basic) -> bool:
+        return isinstance(item, BatchSum) and not isinstance(item.args[1], sp.Symbol)
+
+    return [
+        _with_expr(s, s.expr.replace(unshared, lambda item: item.as_sum()))
+        if s.expr.has(BatchSum)
+        else s
+        for s in statements
+    ]
