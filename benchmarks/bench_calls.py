@@ -5,7 +5,8 @@ hand-written code uses for the same step (float32, one thread, timeit's best of 
 - a bias gradient: `d.sum(axis=0)` against `np.dot(ones, d)`, with the ones made already
   (the generated backward pass makes them once for every layer; their cost is shown apart);
 - cross-entropy's backward step: softmax less the one-hot rows of the labels, by a scatter
-  `p[rows, y] -= 1` against a `take` from the identity matrix of the classes.
+  `p[rows, y] -= 1` against a `take` from the identity matrix of the classes; and the two
+  past `ONE_HOT_TABLE_MAX_BYTES` of rows, where the generated code scatters too.
 
     python benchmarks/bench_calls.py
 """
@@ -18,6 +19,8 @@ from typing import Any
 
 import numpy as np
 from common import describe_machine, print_table, set_blas_threads
+
+from symbackprop.ops import ONE_HOT_TABLE_MAX_BYTES
 
 DTYPE = np.float32
 CALLS = 20000
@@ -53,21 +56,32 @@ def cases() -> list[Case]:
         }
         step = f"bias gradient of {batch}x{width}"
         result.append(Case(step, "out = d.sum(axis=0)", "out = np.dot(ones, d)", names))
-    for batch in (1, 32, 128):
-        names = {
-            "log_probs": np.log(rng.random((batch, 10)).astype(DTYPE)),
-            "y": rng.integers(0, 10, batch),
-            "table": np.eye(10, dtype=DTYPE),
-        }
-        result.append(
-            Case(
-                f"softmax - one_hot, {batch}x10",
-                "out = np.exp(log_probs); out[np.arange(y.shape[0]), y] -= 1",
-                "out = np.exp(log_probs); out -= table.take(y, axis=0)",
-                names,
-            )
-        )
-    return result
+    return result + [
+        _one_hot_case(batch, classes, rng) for batch, classes in ((1, 10), (32, 10), (128, 10))
+    ]
+
+
+def _one_hot_case(batch: int, classes: int, rng: np.random.Generator) -> Case:
+    names = {
+        "log_probs": np.log(rng.random((batch, classes)).astype(DTYPE)),
+        "y": rng.integers(0, classes, batch),
+        "table": np.eye(classes, dtype=DTYPE),
+    }
+    return Case(
+        f"softmax - one_hot, {batch}x{classes}",
+        "out = np.exp(log_probs); out[np.arange(y.shape[0]), y] -= 1",
+        "out = np.exp(log_probs); out -= table.take(y, axis=0)",
+        names,
+    )
+
+
+def past_the_table() -> list[Case]:
+    """The table's `take` against the scatter at 64 classes, up to ONE_HOT_TABLE_MAX_BYTES
+    of rows and past it, where the generated code scatters (`generated` is then the take
+    it does not use)."""
+    rng = np.random.default_rng(1)
+    at_most = ONE_HOT_TABLE_MAX_BYTES // (64 * np.dtype(DTYPE).itemsize)
+    return [_one_hot_case(batch, 64, rng) for batch in (at_most, 2 * at_most, 8 * at_most)]
 
 
 def seconds(statement: str, names: dict[str, Any], calls: int) -> float:
@@ -76,12 +90,9 @@ def seconds(statement: str, names: dict[str, Any], calls: int) -> float:
     return min(runs) / calls
 
 
-def main(calls: int = CALLS) -> None:
-    set_blas_threads(1)
-    print(describe_machine())
-    print()
+def timed(cases: list[Case], calls: int) -> list[tuple[str, ...]]:
     table = []
-    for case in cases():
+    for case in cases:
         # the two forms must agree before either is timed
         hand, generated = case.result(case.hand), case.result(case.generated)
         np.testing.assert_allclose(generated, hand, rtol=1e-5, atol=1e-5, err_msg=case.step)
@@ -90,10 +101,22 @@ def main(calls: int = CALLS) -> None:
             text.removeprefix("out = ").split("; ")[-1] for text in (case.hand, case.generated)
         )
         table.append((case.step, *shown, f"{a * 1e6:.2f}", f"{b * 1e6:.2f}", f"{b / a:.2f}"))
+    return table
+
+
+def main(calls: int = CALLS) -> None:
+    set_blas_threads(1)
+    print(describe_machine())
+    print()
     headers = ("step", "hand-written", "generated", "hand us", "generated us", "ratio")
-    print_table(headers, table)
+    print_table(headers, timed(cases(), calls))
     ones = seconds("np.ones(n, dtype=DTYPE)", {"n": 32, "DTYPE": "float32"}, calls)
     print(f"making the ones, np.ones(32, dtype=DTYPE): {ones * 1e6:.2f} us, once a backward pass")
+    print()
+    print(f"64 classes: past {ONE_HOT_TABLE_MAX_BYTES} bytes of rows the generated code scatters")
+    print("too, where the table's take (the `generated` column) is no faster and makes an array")
+    print("as large as the softmax")
+    print_table(headers, timed(past_the_table(), max(calls // 10, 1)))
 
 
 if __name__ == "__main__":

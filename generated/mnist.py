@@ -96,10 +96,12 @@ def _probs_minus_one_hot(
     """(softmax - one_hot(labels)) * scale: exp(log_probs) less 1 at each label.
 
     `one_hot_rows`, the identity matrix of few classes, gives the one-hot rows in one
-    `take`; without it, 1 is taken off at each label in place.
+    `take` while they fill at most 32768 bytes; past that, or without
+    it, 1 is taken off at each label in place (as fast there, and with no array as large
+    as the batch's softmax).
     """
     probs = np.exp(log_probs)
-    if one_hot_rows is not None:
+    if one_hot_rows is not None and probs.nbytes <= 32768:
         probs -= one_hot_rows.take(labels, axis=0)
     elif labels.ndim == 1:
         probs[np.arange(labels.shape[0]), labels] -= 1
@@ -206,9 +208,9 @@ def backward(
     # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss / n (fused log_softmax)
     d_s3 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size, _ONE_HOT_ROWS_10)
     # ones @ d sums the rows of d in one BLAS call
-    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)
+    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)
     # dL/db3 = sum over broadcast axes of dL/ds3
-    d_b3 = np.dot(t_ones_0, d_s3)
+    d_b3 = np.dot(t_ones_batch, d_s3)
     # dL/dW3 = h2^T @ dL/ds3
     d_W3 = np.dot(h2.T, d_s3)
     # dL/dh2 = dL/ds3 @ W3^T
@@ -218,7 +220,7 @@ def backward(
     d_s2 = np.multiply(d_h2, h2 > 0, out=d_h2)
     del d_h2
     # dL/db2 = sum over broadcast axes of dL/ds2
-    d_b2 = np.dot(t_ones_0, d_s2)
+    d_b2 = np.dot(t_ones_batch, d_s2)
     # dL/dW2 = h1^T @ dL/ds2
     d_W2 = np.dot(h1.T, d_s2)
     # dL/dh1 = dL/ds2 @ W2^T
@@ -228,7 +230,7 @@ def backward(
     d_s1 = np.multiply(d_h1, h1 > 0, out=d_h1)
     del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = np.dot(t_ones_0, d_s1)
+    d_b1 = np.dot(t_ones_batch, d_s1)
     # dL/dW1 = x^T @ dL/ds1
     d_W1 = np.dot(x.T, d_s1)
     return {

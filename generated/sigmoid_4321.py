@@ -173,9 +173,9 @@ def backward(
     d_s3 = np.multiply(d_h3, h3 * (1 - h3), out=d_h3)
     del d_h3
     # ones @ d sums the rows of d in one BLAS call
-    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)
+    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)
     # dL/db3 = sum over broadcast axes of dL/ds3
-    d_b3 = np.dot(t_ones_0, d_s3)
+    d_b3 = np.dot(t_ones_batch, d_s3)
     # dL/dW3 = h2^T @ dL/ds3
     d_W3 = np.dot(h2.T, d_s3)
     # dL/dh2 = dL/ds3 @ W3^T
@@ -185,7 +185,7 @@ def backward(
     d_s2 = np.multiply(d_h2, h2 * (1 - h2), out=d_h2)
     del d_h2
     # dL/db2 = sum over broadcast axes of dL/ds2
-    d_b2 = np.dot(t_ones_0, d_s2)
+    d_b2 = np.dot(t_ones_batch, d_s2)
     # dL/dW2 = h1^T @ dL/ds2
     d_W2 = np.dot(h1.T, d_s2)
     # dL/dh1 = dL/ds2 @ W2^T
@@ -195,7 +195,7 @@ def backward(
     d_s1 = np.multiply(d_h1, h1 * (1 - h1), out=d_h1)
     del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = np.dot(t_ones_0, d_s1)
+    d_b1 = np.dot(t_ones_batch, d_s1)
     # dL/dW1 = x^T @ dL/ds1
     d_W1 = np.dot(x.T, d_s1)
     return {

@@ -151,9 +151,9 @@ def backward(
     d_p = d_t_loss_0 * (2 * p - 2 * y)
     del d_t_loss_0
     # ones @ d sums the rows of d in one BLAS call
-    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)
+    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)
     # dL/db2 = sum over broadcast axes of dL/dp
-    d_b2 = np.dot(t_ones_0, d_p)
+    d_b2 = np.dot(t_ones_batch, d_p)
     # dL/dW2 = h1^T @ dL/dp
     d_W2 = np.dot(h1.T, d_p)
     # dL/dh1 = dL/dp @ W2^T
@@ -163,7 +163,7 @@ def backward(
     d_s1 = np.multiply(d_h1, h1 * (1 - t_h1_0) + t_h1_0, out=d_h1)
     del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
-    d_b1 = np.dot(t_ones_0, d_s1)
+    d_b1 = np.dot(t_ones_batch, d_s1)
     # dL/dW1 = x^T @ dL/ds1
     d_W1 = np.dot(x.T, d_s1)
     return {

@@ -62,7 +62,7 @@ def optimize(program: Program) -> Optimized:
         taken = [s.target for s in forward]
         backward = passes.common_subexpressions([], backward, taken)[1]
         forward = passes.inline_single_use(forward, backward)
-    backward = passes.unshared_batch_sums(backward)
+    backward = passes.batch_sums(backward, graph)
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
     backward = passes.copy_propagation(backward, keep=results)
     backward = passes.own_results(

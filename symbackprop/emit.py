@@ -18,7 +18,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from . import __version__
 from .compiler import Optimized
 from .ir import Attr, Graph, Shape, Statement, shape_text, symbol
-from .ops import Copy, MatrixProduct
+from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, MatrixProduct
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, stability_note
@@ -34,7 +34,8 @@ class Line:
     target: str
     text: str
     comments: list[str] = field(default_factory=list)
-    wrap: str = ""  # how a long line breaks, as ruff format breaks it: "", "parens" or "call"
+    # how a long line breaks, as ruff format breaks it: "", "parens", "call" or "arguments"
+    wrap: str = ""
     origin: str = ""  # the statement this line computes (or a part of, when split)
     trailing: str = ""  # a comment after the code, on the same line
     reads: frozenset[str] = frozenset()  # the names the code reads
@@ -60,6 +61,10 @@ class Line:
     @property
     def call_body(self) -> str:
         return self.text[self.text.index("(") + 1 : -1]
+
+    @property
+    def call_arguments(self) -> list[str]:
+        return _top_level_arguments(self.call_body)
 
 
 @dataclass
@@ -231,7 +236,9 @@ class _LinePrinter:
             part, rest = split
             hoisted += self._fit(temp, part, owner, [])
             expr, text = rest, self.printer.doprint(rest)
-        wrap = "" if _fits_one_line(target, text, operator) else _wrap_kind(expr, text)
+        wrap = ""
+        if not _fits_one_line(target, text, operator):
+            wrap = _wrap_kind(expr, text) or _argument_wrap(text)
         line = Line(target.name, text, list(comments), wrap, reads=_names(expr), operator=operator)
         line.add_note(stability_note(expr))
         return [*hoisted, line]
@@ -259,6 +266,30 @@ def _wrap_kind(expr: sp.Expr, text: str) -> str:
     if precedence(expr) < PRECEDENCE["Atom"] and 2 * INDENT + len(text) <= LINE_LIMIT:
         return "parens"
     return ""
+
+
+def _argument_wrap(text: str) -> str:
+    """ "arguments" for a call `f(a, b, c)` whose arguments fit on no one line but each on
+    its own (ruff's last resort, with a trailing comma); the `_fit` loop has hoisted what
+    it could by then, so only calls of long names come here."""
+    head = _CALL.match(text)
+    if not head or not _closes_at_end(text, head.end() - 1):
+        return ""
+    arguments = _top_level_arguments(text[head.end() : -1])
+    if all(2 * INDENT + len(argument) + 1 <= LINE_LIMIT for argument in arguments):
+        return "arguments"
+    return ""
+
+
+def _top_level_arguments(body: str) -> list[str]:
+    """A call's arguments: `body` split at the commas outside brackets."""
+    arguments, depth, start = [], 0, 0
+    for index, character in enumerate(body):
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            arguments.append(body[start:index].strip())
+            start = index + 1
+    return [*arguments, body[start:].strip()]
 
 
 def _own_array(expr: sp.Expr) -> sp.Expr:
@@ -502,6 +533,7 @@ def render(optimized: Optimized) -> str:
             f"{graph[leaf].owner}: {shape_text(graph.type_of(leaf).shape)}" for leaf in program.wrt
         ],
         "helpers": sorted(helpers),
+        "one_hot_table_max_bytes": ONE_HOT_TABLE_MAX_BYTES,
         "one_hot_tables": [
             {"name": name, "classes": classes, "dtype": dtype}
             for name, (classes, dtype) in sorted(printer.one_hot_tables.items())

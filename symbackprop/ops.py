@@ -516,22 +516,40 @@ class SumTo(TensorOp):
 
 
 class Ones(TensorOp):
-    """A vector of ones as long as axis `axis` of a leaf: `Ones(x, axis, dtype)`."""
+    """A vector of ones as long as dim `dim`: `Ones(source, dim, axis, dtype)` reads the
+    length off a value the backward pass has anyway, `source.shape[axis]`; a dim that is a
+    number is written as it is (`source` is then that number, and no value is read)."""
 
     print_note = "ones @ d sums the rows of d in one BLAS call"
 
+    @property
+    def tensor_args(self) -> tuple[sp.Expr, ...]:
+        return self.args[:1] if isinstance(self.args[0], sp.Symbol) else ()
+
+    @property
+    def dim(self) -> str | int:
+        return self.attrs[0]
+
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        (source,) = self.tensor_args
-        axis, dtype = self.attrs
-        length = f"{printer.parenthesize(source, PRECEDENCE['Atom'])}.shape[{axis}]"
+        source = self.args[0]
+        dim, axis, dtype = self.attrs
+        length = (
+            str(dim)
+            if isinstance(dim, int)
+            else f"{printer.parenthesize(source, PRECEDENCE['Atom'])}.shape[{axis}]"
+        )
         return f"np.ones({length}, dtype={printer.dtype_text(dtype)})"
+
+    def with_source(self, source: sp.Symbol, axis: int) -> sp.Expr:
+        dim, _, dtype = self.attrs
+        return Ones.make(source, attrs=(dim, axis, dtype))
 
 
 class BatchSum(TensorOp):
     """A matrix summed over its rows as `ones @ d`: `BatchSum(d, Ones(...))`, the bias
     gradient of a batch. One BLAS call, 2-3x faster than `d.sum(axis=0)` (0.5 against
     1.3 us for 32 x 64, 1.6 against 4.3 us for 128 x 256), once the ones are made (0.8 us);
-    so only where several sums share them (`unshared_batch_sums` undoes the rest)."""
+    so only where several sums share them (`passes.batch_sums` undoes the rest)."""
 
     operands = 2
 
@@ -554,10 +572,14 @@ class EqualMask(TensorOp):
 
 
 # Up to this many classes, a one-hot row is taken from a table (the identity matrix, a
-# module constant of classes**2 numbers): one `take` in 0.3 us, where the scatter
-# `probs[rows, labels] -= 1` takes 2.5 us. Past it the table grows, and a batch's one-hot
+# module constant of classes**2 numbers): one `take` in 0.5 us, where the scatter
+# `probs[rows, labels] -= 1` takes 2.3 us. Past it the table grows, and a batch's one-hot
 # rows cost as much as its softmax, while the scatter writes one number a row.
 ONE_HOT_TABLE_MAX_CLASSES = 64
+# ... and only while the rows taken are at most this many bytes, checked at run time:
+# `take` makes an array as large as the softmax, which at 64 classes is as slow as the
+# scatter from 64 KiB on, and would double the step's memory for a large batch.
+ONE_HOT_TABLE_MAX_BYTES = 32 * 1024
 
 
 class ProbsMinusOneHot(TensorOp):

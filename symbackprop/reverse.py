@@ -23,7 +23,7 @@ import sympy as sp
 from .build import Program
 from .functions import unsaved_values
 from .ir import Graph, Node, Statement, TensorType, reduced_axes, symbol
-from .ops import AdjointContext, BatchSum, Ones, SumTo, TensorOp
+from .ops import AdjointContext, BatchSum, BroadcastTo, Ones, SumTo, TensorOp
 from .printer import math_factor, math_text
 
 
@@ -103,7 +103,8 @@ def _elementwise_adjoints(
             expanded = f"{incoming} * {math_factor(local)}"
         lead, kept = reduced_axes(graph.type_of(operand).shape, node.type.shape)
         if lead or kept:
-            contribution = _summed(contribution, lead, kept, node.type, graph)
+            view = local == 1 and isinstance(d_expr, BroadcastTo)
+            contribution = _summed(contribution, lead, kept, node.type, graph, view)
             chain, expanded = (f"sum over broadcast axes of {text}" for text in (chain, expanded))
         result.append((operand, Contribution(contribution, chain, expanded)))
     return result
@@ -115,15 +116,20 @@ def _summed(
     kept: tuple[int, ...],
     big: TensorType,
     graph: Graph,
+    zero_strides: bool,
 ) -> sp.Expr:
-    """`contribution` (shaped `big`) summed over broadcast axes: a batch of rows summed to
-    one row is `ones @ d` with ones as long as an input's dim (CSE shares them)."""
-    if lead == (0,) and not kept and len(big.shape) == 2:
-        for node in graph.nodes:
-            if node.kind == "input" and big.shape[0] in node.type.shape:
-                axis = node.type.shape.index(big.shape[0])
-                ones = Ones.make(node.symbol, attrs=(axis, big.dtype))
-                return BatchSum(contribution, ones)
+    """`contribution` (shaped `big`) summed over broadcast axes. A batch of rows summed to
+    one row is `ones @ d`, ones as long as the batch, which CSE shares between the layers
+    (`passes.batch_sums` picks the value their length is read off, or undoes it) unless
+    d is a broadcast view (`zero_strides`): BLAS would copy it out first."""
+    if lead == (0,) and not kept and len(big.shape) == 2 and not zero_strides:
+        dim = big.shape[0]
+        if isinstance(dim, int):
+            return BatchSum(contribution, Ones.make(sp.Integer(dim), attrs=(dim, None, big.dtype)))
+        # the same source for every sum of this dim, so that CSE sees equal ones
+        source = next(node for node in graph.nodes if dim in node.type.shape)
+        ones = Ones.make(source.symbol, attrs=(dim, source.type.shape.index(dim), big.dtype))
+        return BatchSum(contribution, ones)
     return SumTo.make(contribution, attrs=(lead, kept))
 
 
@@ -168,6 +174,13 @@ def reverse_mode(program: Program) -> Backward:
     statements: list[Statement] = []
     defined: dict[sp.Symbol, sp.Symbol] = {program.output: seed}
     sums: dict[sp.Symbol, sp.Expr] = {}  # each adjoint's defining expression, for fusing rules
+
+    def defining(d: sp.Symbol) -> sp.Expr | None:
+        """What the adjoint `d` is computed from, through adjoints that copy another."""
+        expr = sums.get(d)
+        while isinstance(expr, sp.Symbol) and expr in sums:
+            expr = sums[expr]
+        return expr
 
     # a leaf's gradient line goes right after its first consumer's (in forward order)
     # adjoint has been taken, so that d_W2 sits next to d_s2 rather than at the end
@@ -216,7 +229,7 @@ def reverse_mode(program: Program) -> Backward:
                 d, expr, last.owner, "backward", last.note, node.anonymous
             )
         defined[value] = d
-        sums[value] = expr
+        sums[d] = expr
 
     for node in reversed(graph.nodes):
         if node.symbol not in active or node.kind != "op":
@@ -230,7 +243,7 @@ def reverse_mode(program: Program) -> Backward:
         if d is None:
             continue
         local = _tensor_adjoints if isinstance(node.expr, TensorOp) else _elementwise_adjoints
-        for operand, contribution in local(node, d, graph, sums.get(node.symbol)):
+        for operand, contribution in local(node, d, graph, defining(d)):
             if operand in active:
                 contributions.setdefault(operand, []).append(contribution)
         for leaf in sorted(leaves_after.get(node.symbol, []), key=lambda s: s.name):

@@ -1,6 +1,6 @@
 """The forms the generated code takes for speed, where they are not the obvious ones:
 `np.dot` for matrix products, one vector of ones shared by every bias gradient of a batch
-(`np.dot(t_ones_0, d_s)` rather than `d_s.sum(axis=0)`), and one-hot rows taken from an
+(`np.dot(t_ones_batch, d_s)` rather than `d_s.sum(axis=0)`), and one-hot rows taken from an
 identity-matrix constant for cross-entropy over few classes. Each form is checked where
 it applies and where it must not, and its gradients against PyTorch and finite
 differences."""
@@ -8,14 +8,25 @@ differences."""
 from __future__ import annotations
 
 import re
+import tracemalloc
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
+from symbackprop.build import build_program
 from symbackprop.compiler import compile_text
-from symbackprop.ops import ONE_HOT_TABLE_MAX_CLASSES
+from symbackprop.ir import Statement, symbol
+from symbackprop.ops import (
+    ONE_HOT_TABLE_MAX_BYTES,
+    ONE_HOT_TABLE_MAX_CLASSES,
+    BatchSum,
+    Ones,
+    SumTo,
+)
+from symbackprop.passes import batch_sums
+from symbackprop.spec import parse_spec
 
 from .support import (
     TorchReference,
@@ -110,12 +121,12 @@ def test_every_bias_gradient_of_the_batch_shares_one_vector_of_ones(tmp_path: Pa
     text = mlp([4, 6, 5, 3])
     source = compile_text(text, "fast.yaml")
     assert source.count("np.ones(") == 1
-    assert "    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)\n" in source
+    assert "    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)\n" in source
     for layer, delta in (("3", "d_s3"), ("2", "d_s2"), ("1", "d_s1")):
-        assert f"    d_b{layer} = np.dot(t_ones_0, {delta})\n" in source
+        assert f"    d_b{layer} = np.dot(t_ones_batch, {delta})\n" in source
     assert ".sum(axis=0)" not in _code(source)
     # the ones line says why it is there
-    assert re.search(r"# ones @ d sums the rows of d in one BLAS call\n    t_ones_0 =", source)
+    assert re.search(r"# ones @ d sums the rows of d in one BLAS call\n    t_ones_batch =", source)
     check_gradients(text, tmp_path)
 
 
@@ -128,11 +139,106 @@ def test_a_single_bias_gradient_keeps_its_sum(tmp_path: Path) -> None:
     check_gradients(text, tmp_path)
 
 
-def test_a_fixed_batch_size_takes_the_ones_from_the_input(tmp_path: Path) -> None:
+def test_a_fixed_batch_size_writes_the_length_of_the_ones(tmp_path: Path) -> None:
     text = mlp([4, 6, 3], batch="5")
     source = compile_text(text, "fast.yaml")
-    assert "    t_ones_0 = np.ones(x.shape[0], dtype=DTYPE)\n" in source
+    assert "    t_ones_5 = np.ones(5, dtype=DTYPE)" in source
     check_gradients(text, tmp_path)
+
+
+def test_a_fixed_dim_reads_no_array_for_the_length_of_the_ones(tmp_path: Path) -> None:
+    """Inputs of fixed shapes: the length is the number, not `m.shape[1]` of whichever
+    input comes first with a dim of that size."""
+    text = """
+name: fixed
+inputs: {m: [3, 2], x: [2, 5], z: [2, 4]}
+params: {b: [5], c: [4]}
+nodes:
+  u: tanh(x + b)
+  v: tanh(z + c)
+  loss: sum(u) + sum(v) + sum(m)
+"""
+    source = compile_text(text, "fast.yaml")
+    assert "    t_ones_2 = np.ones(2, dtype=DTYPE)" in source
+    assert ".shape[" not in _code(source).split("def backward")[1]
+    rng = np.random.default_rng(2)
+    inputs = {
+        name: rng.standard_normal(shape)
+        for name, shape in (("m", (3, 2)), ("x", (2, 5)), ("z", (2, 4)))
+    }
+    check_gradients(text, tmp_path, inputs)
+
+
+def test_the_ones_keep_no_array_alive_for_their_length(tmp_path: Path) -> None:
+    """Without W1's gradient the backward pass needs neither x nor its shape: the ones
+    read their length off a value it keeps anyway, and x stays out of the cache."""
+    text = mlp([4, 6, 5, 3]) + "wrt: [b1, W2, b2, W3, b3]\n"
+    source = compile_text(text, "fast.yaml")
+    assert source.count("np.ones(") == 1
+    assert "    t_ones_batch = np.ones(y.shape[0], dtype=DTYPE)\n" in source
+    module = check_gradients(text, tmp_path)
+    params = module.init_params(0)
+    _, cache = module.forward(params, np.ones((3, 4)), np.array([0, 1, 2]))
+    assert "x" not in cache
+
+
+def test_a_broadcast_adjoint_keeps_its_sum(tmp_path: Path) -> None:
+    """`np.dot` would copy a broadcast view (zero strides) out before summing it; `.sum`
+    reads it as it is."""
+    text = """
+name: views
+inputs: {x: [batch, 5]}
+params: {b: [5], c: [5]}
+nodes:
+  u: x + b
+  v: x + c
+  loss: sum(u) + mean(v)
+"""
+    source = compile_text(text, "fast.yaml")
+    assert "np.broadcast_to(" in source
+    assert "np.ones(" not in source
+    assert "    d_b = d_u.sum(axis=0)\n" in source
+    check_gradients(text, tmp_path)
+
+
+def test_a_node_named_ones_has_its_own_temporaries(tmp_path: Path) -> None:
+    """The vector is named for its dim, never numbered with a spec node's temporaries:
+    editing node `ones` renames neither."""
+    text = """
+name: named_ones
+inputs: {x: [batch, 5]}
+params: {b: [5], c: [5]}
+nodes:
+  ones: tanh(x + b) * FACTOR
+  v: tanh(x + c)
+  loss: sum(ones * v)
+"""
+    plain = compile_text(text.replace("FACTOR", "exp(x)"), "fast.yaml")
+    edited = compile_text(text.replace("FACTOR", "exp(x) * sigmoid(x)"), "fast.yaml")
+    for source in (plain, edited):
+        assert "    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)\n" in source
+        assert "    d_c = np.dot(t_ones_batch, " in source
+        assert "t_ones_0" in source  # node `ones`'s own temporary
+    check_gradients(text.replace("FACTOR", "exp(x) * sigmoid(x)"), tmp_path)
+
+
+def test_ones_no_kept_value_has_the_length_of_go_back_to_sums() -> None:
+    """Where no value the backward pass reads has the dim, the sums are `.sum` again
+    rather than keep an array only for its length."""
+    program = build_program(parse_spec(mlp([4, 6, 3]), "fast.yaml"))
+    x = symbol("x")
+    ones, d_s1, d_s2, d_b1, d_b2 = (symbol(n) for n in ("t", "d_s1", "d_s2", "d_b1", "d_b2"))
+    statements = [
+        Statement(ones, Ones.make(x, attrs=("batch", 0, "float64")), "x", "backward", ""),
+        Statement(d_b1, BatchSum(d_s1, ones), "b1", "backward", ""),
+        Statement(d_b2, BatchSum(d_s2, ones), "b2", "backward", ""),
+    ]
+    result = batch_sums(statements, program.graph)
+    assert [s.target for s in result] == [d_b1, d_b2]
+    assert [s.expr for s in result] == [
+        SumTo.make(d_s1, attrs=((0,), ())),
+        SumTo.make(d_s2, attrs=((0,), ())),
+    ]
 
 
 BROADCAST = """
@@ -182,7 +288,7 @@ wrt: [W, b]
 """
     source = compile_text(text, "fast.yaml")
     assert source.count("np.ones(") == 1
-    assert re.search(r"^    d_b \+= np\.dot\(t_ones_0, ", source, re.MULTILINE)
+    assert re.search(r"^    d_b \+= np\.dot\(t_ones_batch, ", source, re.MULTILINE)
     check_gradients(text, tmp_path)
 
 
@@ -207,6 +313,27 @@ def test_many_classes_subtract_at_each_label_in_place(tmp_path: Path) -> None:
     # the largest table the module would hold is small: 64 x 64 float64s are 32 KiB
     assert ONE_HOT_TABLE_MAX_CLASSES**2 * 8 <= 32 * 1024
     assert not any(name.startswith("_ONE_HOT_ROWS") for name in vars(module))
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_one_hot_rows_from_the_table_stay_small(tmp_path: Path, table: bool) -> None:
+    """The table's `take` makes an array as large as the softmax, so the helper takes
+    rows only up to ONE_HOT_TABLE_MAX_BYTES of them; past that it scatters, and a large
+    batch's step peaks at its result, as hand-written NumPy's does."""
+    module = import_source(compile_text(mlp([4, 10]), "fast.yaml"), tmp_path)
+    rng = np.random.default_rng(3)
+    rows = module._ONE_HOT_ROWS_10 if table else None
+    for batch in (ONE_HOT_TABLE_MAX_BYTES // 80, 4 * ONE_HOT_TABLE_MAX_BYTES // 80):
+        log_probs = np.log(rng.dirichlet(np.ones(10), size=batch))
+        labels = rng.integers(0, 10, batch)
+        tracemalloc.start()
+        result = module._probs_minus_one_hot(log_probs, labels, 0.5, rows)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        np.testing.assert_allclose(result, (np.exp(log_probs) - np.eye(10)[labels]) * 0.5)
+        took_rows = table and batch * 80 <= ONE_HOT_TABLE_MAX_BYTES
+        assert (peak >= 1.9 * result.nbytes) == took_rows, (batch, peak, result.nbytes)
+        assert peak <= (2.1 if took_rows else 1.5) * result.nbytes  # the scatter's indices
 
 
 SEQUENCE_LABELS = """

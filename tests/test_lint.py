@@ -4,10 +4,10 @@ Checked with the ruff pinned in pyproject's test extra, `--isolated` at ruff's d
 length: a user's repository lints generated code with its own settings, not ours. Covered:
 every example, and specs that reach the corners of the emitter: every layer activation,
 every loss in both reductions, reductions along axes, names long enough to force long
-lines, a single gradient, params that all start at zero, a long spec file name, and
-file names with quotes, backslashes and line breaks. `ruff check` with ruff's default
-rules finds nothing either; the stricter rules find nothing but, with a long spec file
-name, the header lines that name it (their wording is fixed).
+lines, a call of long names, a single gradient, params that all start at zero, a long
+spec file name, and file names with quotes, backslashes and line breaks. `ruff check`
+with ruff's default rules finds nothing either; the stricter rules find nothing but,
+with a long spec file name, the header lines that name it (their wording is fixed).
 
 Everything is compiled into one folder and ruff runs twice over it, not once per module.
 """
@@ -121,6 +121,19 @@ nodes:
 output: loss
 """
 
+# a call of long names, with no subexpression left to hoist, breaks one argument a line
+LONG_ARGUMENTS_SPEC = """
+name: long_arguments
+inputs:
+  images: [batch, 4]
+  class_label_per_image: {shape: [batch], dtype: int64}
+params: {W: [4, 10]}
+nodes:
+  unnormalized_scores_per_class: images @ W
+  loss: softmax_cross_entropy(unnormalized_scores_per_class, class_label_per_image)
+output: loss
+"""
+
 # nodes and params named as PEP 8 forbids (`l` reads as 1): their variables are `l_`, ...
 AMBIGUOUS_SPEC = """
 name: ambiguous_names
@@ -183,6 +196,7 @@ CASES = [
     _text("single_wrt", SINGLE_WRT_SPEC),
     _text("zero_init", ZERO_INIT_SPEC),
     _text("augmented", AUGMENTED_SPEC),
+    _text("long_arguments", LONG_ARGUMENTS_SPEC),
     _text("ambiguous_names", AMBIGUOUS_SPEC),
     _text("long_file_name", LONG_FILE_SPEC, LONG_FILE_NAME),
     *(

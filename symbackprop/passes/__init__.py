@@ -2,22 +2,23 @@
 
 In pipeline order: `copy_propagation`, `shape_donors`, `inline_single_use`,
 `dead_code`, `common_subexpressions`, `recompute_elementwise` (what to save),
-`unshared_batch_sums`, then naming and scheduling (`naming.py`).
+`batch_sums`, then naming and scheduling (`naming.py`).
 """
 
 from .cse import common_subexpressions
 from .saving import recompute_elementwise
 from .simplify import (
+    batch_sums,
     copy_propagation,
     dead_code,
     fold_numbers,
     inline_single_use,
     own_results,
     shape_donors,
-    unshared_batch_sums,
 )
 
 __all__ = [
+    "batch_sums",
     "common_subexpressions",
     "copy_propagation",
     "dead_code",
@@ -26,5 +27,4 @@ __all__ = [
     "own_results",
     "recompute_elementwise",
     "shape_donors",
-    "unshared_batch_sums",
 ]

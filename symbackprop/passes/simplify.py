@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import sympy as sp
 
 from ..ir import Graph, Statement
-from ..ops import BatchSum, BroadcastTo, Copy, Count, Fill, OneHot, ShapeOf, TensorOp
+from ..ops import BatchSum, BroadcastTo, Copy, Count, Fill, OneHot, Ones, ShapeOf, TensorOp
 from ..reverse import adjoint_symbol
 
 
@@ -172,16 +172,42 @@ def _as_float(expr: sp.Basic) -> sp.Float:
     return sp.Float(float(sp.N(expr, 17)))
 
 
-def unshared_batch_sums(statements: list[Statement]) -> list[Statement]:
-    """A `ones @ d` whose ones no other sum shares (CSE made no temporary of them) goes
-    back to `d.sum(axis=0)`: making the ones costs what one sum saves."""
+def batch_sums(statements: list[Statement], graph: Graph) -> list[Statement]:
+    """After CSE: each vector of ones reads its length off a value the backward pass reads
+    anyway, so the cache never keeps an array only for its length. A `ones @ d` goes back
+    to `d.sum(axis=0)` where no other sum shares its ones (CSE made no temporary of them:
+    making the ones costs what one sum saves), or where no such value has the dim."""
 
-    def unshared(item: sp.Basic) -> bool:
-        return isinstance(item, BatchSum) and not isinstance(item.args[1], sp.Symbol)
+    def blank(item: sp.Basic) -> bool:
+        return isinstance(item, Ones)
 
-    return [
-        _with_expr(s, s.expr.replace(unshared, lambda item: item.as_sum()))
-        if s.expr.has(BatchSum)
-        else s
-        for s in statements
-    ]
+    read = set().union(
+        *(s.expr.replace(blank, lambda _: sp.S.Zero).free_symbols for s in statements)
+    )
+    donors = [node for node in graph.nodes if node.symbol in read]
+    sourced: dict[sp.Basic, sp.Basic] = {}
+    orphans: set[sp.Symbol] = set()
+    for statement in statements:
+        ones = statement.expr
+        if not isinstance(ones, Ones) or not ones.tensor_args or ones.args[0] in read:
+            continue
+        donor = next((node for node in donors if ones.dim in node.type.shape), None)
+        if donor is None:
+            orphans.add(statement.target)
+        else:
+            sourced[ones] = ones.with_source(donor.symbol, donor.type.shape.index(ones.dim))
+
+    def undone(item: sp.Basic) -> bool:
+        return isinstance(item, BatchSum) and (
+            not isinstance(item.args[1], sp.Symbol) or item.args[1] in orphans
+        )
+
+    result = []
+    for statement in statements:
+        if statement.target in orphans:
+            continue
+        expr = statement.expr.xreplace(sourced) if sourced else statement.expr
+        if expr.has(BatchSum):
+            expr = expr.replace(undone, lambda item: item.as_sum())
+        result.append(_with_expr(statement, expr) if expr != statement.expr else statement)
+    return result
