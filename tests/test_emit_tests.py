@@ -32,11 +32,22 @@ nodes:
   loss: sum(log(x) * sqrt(w)) + mean(v * w)
 wrt: [w, x, v]
 """
+# a 0-d param: NumPy makes arithmetic on a 0-d array a scalar, which the test must still
+# be able to move one element of
+SCALAR_SPEC = """
+name: scalar32
+dtype: float32
+inputs: {x: [batch, 3]}
+params: {w: [], v: [3]}
+nodes:
+  loss: sum(tanh(x * w + v))
+"""
 # the header names the spec file: a long name must not make the test file fail lint
 LONG_FILE_NAME = "a_spec_file_with_a_rather_long_and_descriptive_name_for_its_logs"
 EXTRA_SPECS = {
     "relu32": RELU32,
     "labels": LABELS_SPEC,
+    "scalar32": SCALAR_SPEC,
     LONG_FILE_NAME: LOGS_SPEC.replace("name: logs", "name: long_logs"),
 }
 ALLOWED_IMPORTS = {"__future__", "importlib.util", "collections.abc", "pathlib", "types"}
