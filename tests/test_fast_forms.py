@@ -379,6 +379,23 @@ def test_a_label_past_the_last_class_is_an_index_error(tmp_path: Path, classes: 
         module.value_and_grad(params, x, np.array([0, classes]))
 
 
+def test_the_unfused_one_hot_refuses_a_label_past_the_last_class() -> None:
+    """The helper behind a cross-entropy adjoint that is not fused with its log_softmax
+    agrees with the fused forms: a label with no class is an IndexError, never a row of
+    zeros."""
+    from symbackprop.emit import _environment
+
+    names: dict[str, object] = {"np": np}
+    exec(_environment().get_template("helpers/one_hot.py.j2").render(), names)  # our template
+    one_hot = names["_one_hot"]
+    like = np.zeros((2, 3), dtype=np.float32)
+    rows = one_hot(np.array([2, 0]), like)  # type: ignore[operator]
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, [[0, 0, 1], [1, 0, 0]])
+    with pytest.raises(IndexError):
+        one_hot(np.array([0, 3]), like)  # type: ignore[operator]
+
+
 def _code(source: str) -> str:
     """The module's code lines without its comments and docstrings' prose."""
     return "\n".join(
