@@ -52,6 +52,18 @@ def test_the_tied_weight_is_summed_step_by_step_each_step_commented() -> None:
     assert not any("'" in line for line in lines if not line.startswith("#"))
 
 
+@pytest.mark.parametrize("steps", [2, 3, 6])
+def test_the_first_step_keeps_its_adjoint_name_and_note(steps: int) -> None:
+    """The first step's adjoint is also what the tied bias's last sum reads, which comes
+    first: CSE moves the adjoint's own line up rather than make a nameless temporary of
+    the bias (`t_a_0 = ...` with no comment, read as dL/dt_h0_0)."""
+    lines = backward_lines(compile_text(tied_rnn(steps), "rnn.yaml"))
+    index = lines.index("d_t_h0_0 = d_h0 * (1 - h0**2)")
+    assert lines[index - 1] == "# dL/dt_h0_0 = dL/dh0 * dh0/dt_h0_0 = dL/dh0 * (1 - h0**2)"
+    assert not any(line.startswith("t_a_") for line in lines), lines
+    assert any(line.startswith("d_W ") and line.endswith("np.dot(x.T, d_t_h0_0)") for line in lines)
+
+
 def test_the_compiled_code_grows_by_the_same_lines_a_step() -> None:
     sizes = [len(compile_text(tied_rnn(steps), "rnn.yaml").splitlines()) for steps in (10, 20, 40)]
     assert sizes[2] - sizes[1] == 2 * (sizes[1] - sizes[0]), sizes

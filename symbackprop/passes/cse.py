@@ -9,6 +9,7 @@ saved value), in the backward pass otherwise. Temporaries get placeholder names 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import sympy as sp
@@ -36,6 +37,16 @@ def common_subexpressions(
     placed: set[sp.Symbol] = set()
     renames: dict[sp.Symbol, sp.Symbol] = {}
     out: dict[str, list[Statement]] = {"forward": [], "backward": []}
+    # lines that are one repeated subexpression as a whole (a running sum's array is
+    # updated in place later, `d_W += c`: it may not be what another line reads for one)
+    whole_lines = {
+        expr: index
+        for index, (statement, expr) in enumerate(zip(statements, reduced, strict=True))
+        if isinstance(expr, sp.Symbol)
+        and expr in definitions
+        and partial_sum_of(statement.target) is None
+    }
+    moved_up: set[int] = set()
 
     def place(temp: sp.Symbol, user: Statement) -> None:
         """Emit `temp` (after the temporaries it reads) just before `user`."""
@@ -54,15 +65,22 @@ def common_subexpressions(
                 continue
             placed.add(item)
             expr = definitions[item].xreplace(renames)
+            line = whole_lines.get(item)  # type: ignore[call-overload]
+            if line is not None and statements[line].phase == user.phase:
+                # a later line computes just this: it moves up, keeping its name and its
+                # note (`d_t_h0_0 = ...` with its chain-rule step, not a nameless `t_a_0`)
+                moved_up.add(line)
+                renames[item] = statements[line].target
+                out[user.phase].append(dataclasses.replace(statements[line], expr=expr))
+                continue
             out[user.phase].append(
                 Statement(item, expr, user.owner, user.phase, "", anonymous=True)
             )
 
-    for statement, expr in zip(statements, reduced, strict=True):
-        # a running sum's array is updated in place later (`d_W += c`): it may not be what
-        # another line reads for a shared subexpression
-        defines = partial_sum_of(statement.target) is None
-        if defines and isinstance(expr, sp.Symbol) and expr in definitions and expr not in placed:
+    for index, (statement, expr) in enumerate(zip(statements, reduced, strict=True)):
+        if index in moved_up:
+            continue
+        if whole_lines.get(expr) == index and expr not in placed:  # type: ignore[call-overload]
             # the whole line is a repeated subexpression: the line itself defines it
             for dep in sorted(definitions[expr].free_symbols - placed, key=_order_key):
                 if dep in definitions:
