@@ -179,10 +179,22 @@ def _check_input_name(name: object, where: YNode | Loc) -> str:
     return name
 
 
+# The standard library's modules in any Python this package supports (3.10 to 3.14), not
+# only the running one's, so that a spec compiles or is refused alike under each: those
+# added since 3.10 and those PEP 594 and 632 removed by 3.13.
+STDLIB_MODULES = frozenset(sys.stdlib_module_names) | {
+    *("annotationlib", "compression", "tomllib"),
+    *("aifc", "asynchat", "asyncore", "audioop", "binhex", "cgi", "cgitb", "chunk"),
+    *("crypt", "distutils", "imghdr", "imp", "lib2to3", "mailcap", "msilib", "nis"),
+    *("nntplib", "ossaudiodev", "pipes", "smtpd", "sndhdr", "spwd", "sunau", "telnetlib"),
+    *("uu", "xdrlib"),
+}
+
+
 def check_module_name(name: object, where: YNode | Loc) -> str:
     """The spec's name: the generated module's file name, `<name>.py`."""
     name = check_identifier(name, where, "spec name")
-    if name in sys.stdlib_module_names:
+    if name in STDLIB_MODULES:
         raise _fail(
             f"spec name {name!r} is a module of Python's standard library: {name}.py would "
             f"be imported in its place from the folder it is written to; choose another",

@@ -145,10 +145,12 @@ CASES = [
         for key in NAME_LINE
         for label, name in BAD_NAMES.items()
     ],
-    # a generated typing.py (or math.py) shadows the standard module beside it
+    # a generated typing.py (or math.py) shadows the standard module beside it; refused
+    # under every supported Python, also the names only some of them have
     *[
         Case(f"spec_name_stdlib_{name}", named("spec", name), 1, "spec name")
         for name in ("typing", "math", "enum", "warnings", "random")
+        + ("tomllib", "annotationlib", "distutils", "imp", "telnetlib")
     ],
     # `l`, `I`, `O` read as 1 and 0: ruff's E741 flags them as variables; an input is an
     # argument callers pass by name, so it cannot be written otherwise (a node can: `l_`)
