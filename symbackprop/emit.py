@@ -445,9 +445,8 @@ def render(optimized: Optimized) -> str:
     seed_used = seed in backward_used
 
     shape_of = _shape_lookup(graph)
+    # not the prediction: `predict` runs the lines up to it alone, none that write over it
     forward_keep = {symbol(name) for name in saved} | {program.output}
-    if program.predict is not None:
-        forward_keep.add(program.predict)
     forward_updates = in_place_updates(optimized.forward, shape_of, forward_keep)
     backward_keep = {d for d in optimized.grads.values() if d is not None}
     backward_updates = in_place_updates(optimized.backward, shape_of, backward_keep)

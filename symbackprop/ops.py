@@ -378,6 +378,12 @@ class LogSoftmax(_AxisOp):
     language_name = "log_softmax"
     helpers = ("log_softmax",)
 
+    def in_place_text(self, printer: NumpyPrinter) -> str:
+        """Written into its operand's array (`passes.inplace` knows when none reads it
+        after): the logits of a large batch are the forward pass's largest arrays."""
+        (x,) = self.tensor_args
+        return printer.call("_log_softmax", [x], {"axis": self.attrs[0], "out": x})
+
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         (axis,) = self.attrs
         out, d = ctx.out, ctx.d
@@ -576,9 +582,10 @@ class EqualMask(TensorOp):
 # `probs[rows, labels] -= 1` takes 2.3 us. Past it the table grows, and a batch's one-hot
 # rows cost as much as its softmax, while the scatter writes one number a row.
 ONE_HOT_TABLE_MAX_CLASSES = 64
-# ... and only while the rows taken are at most this many bytes, checked at run time:
-# `take` makes an array as large as the softmax, which at 64 classes is as slow as the
-# scatter from 64 KiB on, and would double the step's memory for a large batch.
+# ... and only while the rows taken are at most this many bytes (checked at run time), or
+# each no larger than the index and value the scatter makes per row (2 classes, 3 in
+# float32): `take` makes an array as large as the softmax, more memory than the scatter
+# needs for a large batch, and from 16 classes on no faster (benchmarks/README.md).
 ONE_HOT_TABLE_MAX_BYTES = 32 * 1024
 
 

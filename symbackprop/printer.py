@@ -89,6 +89,8 @@ class NumpyPrinter(StrPrinter):
         return text
 
     def literal(self, value: Any) -> str:
+        if isinstance(value, sp.Basic):  # an array, passed by keyword (`out=s2`)
+            return self._print(value)
         if isinstance(value, tuple) and len(value) == 1:
             return self.literal(value[0])
         if isinstance(value, tuple):
@@ -112,7 +114,11 @@ class NumpyPrinter(StrPrinter):
         return f"{name}({', '.join(parts)})"
 
     def in_place(self, ufunc: str, buffer: sp.Symbol, other: sp.Expr) -> str:
-        """`np.<ufunc>(buffer, other, out=buffer)`; a 0/1 step is passed as a comparison."""
+        """`np.<ufunc>(buffer, other, out=buffer)`; a 0/1 step is passed as a comparison.
+        Without a ufunc, `other` is an op that writes into its operand `buffer` itself."""
+        if not ufunc:
+            self._record_helpers(other)
+            return other.in_place_text(self)  # type: ignore[attr-defined]
         if isinstance(other, fn.Step) and other.args[1] == 0:
             other_text = f"{self._print(other.args[0])} > 0"
         else:
@@ -123,9 +129,12 @@ class NumpyPrinter(StrPrinter):
         return expr._numpy_text(self)  # `_print` has recorded its helpers
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
+        self._record_helpers(expr)
+        return super()._print(expr, **kwargs)
+
+    def _record_helpers(self, expr: Any) -> None:
         for helper in getattr(type(expr), "helpers", ()):
             self.use_helper(helper)
-        return super()._print(expr, **kwargs)
 
     # --- atoms -----------------------------------------------------------------------
 

@@ -336,6 +336,45 @@ def test_one_hot_rows_from_the_table_stay_small(tmp_path: Path, table: bool) -> 
         assert peak <= (2.1 if took_rows else 1.5) * result.nbytes  # the scatter's indices
 
 
+class _TakeCounter(np.ndarray):
+    """An identity table that counts the calls of its `take`."""
+
+    takes = 0
+
+    def take(self, *args: object, **kwargs: object) -> np.ndarray:  # type: ignore[override]
+        type(self).takes += 1
+        return np.asarray(self).take(*args, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(("classes", "dtype"), [(2, "float64"), (3, "float32"), (4, "float32")])
+def test_rows_no_larger_than_the_scatters_come_from_the_table_at_any_batch(
+    tmp_path: Path, classes: int, dtype: str
+) -> None:
+    """A row of 2 classes (3 in float32) is no larger than the index and value the
+    scatter makes per row: the table is used past ONE_HOT_TABLE_MAX_BYTES too, and the
+    step's peak is no higher than the scatter's."""
+    text = mlp([4, classes]).replace("name: fast", f"name: fast\ndtype: {dtype}")
+    module = import_source(compile_text(text, "fast.yaml"), tmp_path)
+    rows = getattr(module, f"_ONE_HOT_ROWS_{classes}").view(_TakeCounter)
+    _TakeCounter.takes = 0
+    rng = np.random.default_rng(4)
+    batch = 8 * ONE_HOT_TABLE_MAX_BYTES // (classes * np.dtype(dtype).itemsize)
+    log_probs = np.log(rng.dirichlet(np.ones(classes), size=batch)).astype(dtype)
+    labels = rng.integers(0, classes, batch)
+    peaks = []
+    for table in (rows, None):
+        tracemalloc.start()
+        result = module._probs_minus_one_hot(log_probs, labels, 0.5, table)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        expected = (np.exp(log_probs) - np.eye(classes)[labels]) * 0.5
+        np.testing.assert_allclose(result, expected, rtol=1e-6)
+    small = classes * np.dtype(dtype).itemsize <= np.dtype(dtype).itemsize + 8
+    assert _TakeCounter.takes == int(small)
+    if small:
+        assert peaks[0] <= peaks[1]
+
+
 SEQUENCE_LABELS = """
 name: tagger
 inputs:

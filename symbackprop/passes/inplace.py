@@ -24,7 +24,8 @@ _VIEWS = (Transposed, BroadcastTo, ExpandDims)
 
 @dataclass(frozen=True)
 class InPlace:
-    """`target = np.<ufunc>(buffer, other, out=buffer)`."""
+    """`target = np.<ufunc>(buffer, other, out=buffer)`; with `ufunc` empty, `other` is an
+    op that writes into its own operand `buffer` (`_log_softmax(s2, axis=1, out=s2)`)."""
 
     ufunc: str
     buffer: sp.Symbol
@@ -73,13 +74,22 @@ def in_place_updates(
             aliased.update(view.args[:1])
     owned: set[sp.Symbol] = set()
     updates: dict[sp.Symbol, InPlace] = {}
+
+    def dead_after(buffer: sp.Basic, index: int) -> bool:
+        return buffer not in keep and buffer not in aliased and last_use.get(buffer) == index
+
     for index, statement in enumerate(statements):
         target, expr = statement.target, statement.expr
+        if hasattr(expr, "in_place_text"):  # its result has its operand's shape and dtype
+            buffer = expr.args[0]
+            if buffer in owned and dead_after(buffer, index) and expr.count(buffer) == 1:
+                updates[target] = InPlace("", buffer, expr)  # type: ignore[arg-type]
+            continue
         shape = shape_of(target)
         if shape is None or not shape or not is_fresh(expr):
             continue
         for buffer in sorted(expr.free_symbols & owned, key=lambda s: s.name):
-            if buffer in keep or buffer in aliased or last_use.get(buffer) != index:
+            if not dead_after(buffer, index):
                 continue
             if shape_of(buffer) != shape:
                 continue
