@@ -116,7 +116,9 @@ def main(calls: int = CALLS) -> None:
     ones = seconds("np.ones(n, dtype=DTYPE)", {"n": 32, "DTYPE": "float32"}, calls)
     print(f"making the ones, np.ones(32, dtype=DTYPE): {ones * 1e6:.2f} us, once a backward pass")
     print()
-    print(f"past {ONE_HOT_TABLE_MAX_BYTES} bytes of rows the generated code scatters as hand-written")
+    print(
+        f"past {ONE_HOT_TABLE_MAX_BYTES} bytes of rows the generated code scatters as hand-written"
+    )
     print("code does, but for 2 classes (3 in float32), whose rows are no larger than the")
     print("scatter's own index and value: the take (the `generated` column, unused there")
     print("otherwise) makes an array as large as the softmax, more memory than the scatter's")

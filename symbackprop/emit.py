@@ -3,7 +3,6 @@ here; the templates only loop and format."""
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,18 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from . import __version__
 from .compiler import Optimized
 from .ir import Attr, Graph, Shape, Statement, shape_text, symbol
+from .linebreak import (
+    INDENT,
+    LINE_LIMIT,
+    Entry,
+    call_parts,
+    fits_one_line,
+    last_resort_wrap,
+    operand_lines,
+    preferred_wrap,
+    top_level_arguments,
+    wrap_for,
+)
 from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, MatrixProduct
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates, is_fresh
@@ -25,17 +36,13 @@ from .printer import NumpyPrinter, stability_note
 from .reverse import partial_sum_of
 from .spec import ParamSpec, Spec, code_name, init_arguments
 
-LINE_LIMIT = 88
-INDENT = 4
-
 
 @dataclass
 class Line:
     target: str
     text: str
     comments: list[str] = field(default_factory=list)
-    # how a long line breaks, as ruff format breaks it: "", "parens", "call" or "arguments"
-    wrap: str = ""
+    wrap: str = ""  # how a long line breaks, as ruff format breaks it (`linebreak.py`)
     origin: str = ""  # the statement this line computes (or a part of, when split)
     trailing: str = ""  # a comment after the code, on the same line
     reads: frozenset[str] = frozenset()  # the names the code reads
@@ -49,27 +56,35 @@ class Line:
         if self.trailing:
             self.trailing, note = "", f"{self.trailing}; {note}"
         with_note = f"{self.text}  # {note}"
-        if not self.wrap and _fits_one_line(symbol(self.target), with_note, self.operator):
+        if not self.wrap and fits_one_line(self.target, with_note, self.operator):
             self.trailing = note
         else:
             self.comments += _wrap_note(note)
 
     @property
     def call_head(self) -> str:
-        return self.text[: self.text.index("(") + 1]
+        return call_parts(self.text)[0]
 
     @property
     def call_body(self) -> str:
-        return self.text[self.text.index("(") + 1 : -1]
+        return call_parts(self.text)[1]
+
+    @property
+    def call_closing(self) -> str:
+        return call_parts(self.text)[2]
 
     @property
     def call_arguments(self) -> list[str]:
-        return _top_level_arguments(self.call_body)
+        return top_level_arguments(self.call_body)
+
+    @property
+    def operands(self) -> list[str]:
+        return operand_lines(self.text)
 
 
 @dataclass
 class Block:
-    setup: list[dict[str, str]]
+    setup: list[Line]
     lines: list[Line]
 
 
@@ -102,9 +117,17 @@ def _shape_literal(shape: tuple[object, ...]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
-def _init_args(param: ParamSpec) -> list[str]:
-    """The two numbers of a normal or uniform init, as Python literals."""
-    return [repr(value) for value in init_arguments(param).values()]
+def _init_entry(param: ParamSpec) -> Entry:
+    """`init_params`'s entry for `param`: a call that draws (or fills) its array."""
+    shape = f'PARAMS["{param.name}"]'
+    if param.init in ("zeros", "ones"):
+        return Entry(param.name, f"np.{param.init}(", f"{shape}, dtype=DTYPE", ")")
+    if param.init in ("normal", "uniform"):
+        numbers = ", ".join(repr(value) for value in init_arguments(param).values())
+        return Entry(
+            param.name, f"rng.{param.init}(", f"{numbers}, size={shape}", ").astype(DTYPE)"
+        )
+    return Entry(param.name, f"_{param.init}(", f"rng, {shape}", ")")
 
 
 class _LinePrinter:
@@ -138,7 +161,7 @@ class _LinePrinter:
                 fitted[0].comments = comments
             if update is not None:
                 text = self.printer.in_place(update.ufunc, update.buffer, update.other)
-                if _fits_one_line(statement.target, text):
+                if fits_one_line(statement.target.name, text):
                     reads = _names(update.other) | {update.buffer.name}
                     fitted = [Line(statement.target.name, text, comments, reads=reads)]
                     fitted[0].add_note(stability_note(update.other))
@@ -196,7 +219,7 @@ class _LinePrinter:
             return []
         operator, rest = ("-=", -rest) if rest.could_extract_minus_sign() else ("+=", rest)
         first, second = self.printer.doprint(product), self.printer.doprint(rest)
-        if not (_fits_one_line(target, first) and _fits_one_line(target, second, operator)):
+        if not (fits_one_line(target.name, first) and fits_one_line(target.name, second, operator)):
             return []
         lines = [
             Line(target.name, first, reads=_names(product)),
@@ -237,59 +260,16 @@ class _LinePrinter:
             hoisted += self._fit(temp, part, owner, [])
             expr, text = rest, self.printer.doprint(rest)
         wrap = ""
-        if not _fits_one_line(target, text, operator):
-            wrap = _wrap_kind(expr, text) or _argument_wrap(text)
+        if not fits_one_line(target.name, text, operator):
+            wrap = _preferred_wrap(target, expr, text, operator) or last_resort_wrap(text)
         line = Line(target.name, text, list(comments), wrap, reads=_names(expr), operator=operator)
         line.add_note(stability_note(expr))
         return [*hoisted, line]
 
 
-_CALL = re.compile(r"[A-Za-z_][\w.]*\(")
-
-
-def _fits_one_line(target: sp.Symbol, text: str, operator: str = "=") -> bool:
-    return INDENT + len(target.name) + len(operator) + 2 + len(text) <= LINE_LIMIT
-
-
-def _wrap_kind(expr: sp.Expr, text: str) -> str:
-    """How ruff format breaks this right-hand side, for the two forms we emit ("" if neither
-    applies): an operator expression that does not end in a bracket goes in parentheses on
-    a line of its own; a single call `f(args)` puts its arguments on a line of their own."""
-    if text.endswith((")", "]")):
-        head = _CALL.match(text)
-        body_length = len(text) - (head.end() + 1) if head else 0
-        if head and _closes_at_end(text, head.end() - 1) and 2 * INDENT + body_length <= LINE_LIMIT:
-            return "call"
-        return ""
-    if text.startswith("("):
-        return ""  # ruff breaks inside the leading parentheses instead
-    if precedence(expr) < PRECEDENCE["Atom"] and 2 * INDENT + len(text) <= LINE_LIMIT:
-        return "parens"
-    return ""
-
-
-def _argument_wrap(text: str) -> str:
-    """ "arguments" for a call `f(a, b, c)` whose arguments fit on no one line but each on
-    its own (ruff's last resort, with a trailing comma); the `_fit` loop has hoisted what
-    it could by then, so only calls of long names come here."""
-    head = _CALL.match(text)
-    if not head or not _closes_at_end(text, head.end() - 1):
-        return ""
-    arguments = _top_level_arguments(text[head.end() : -1])
-    if all(2 * INDENT + len(argument) + 1 <= LINE_LIMIT for argument in arguments):
-        return "arguments"
-    return ""
-
-
-def _top_level_arguments(body: str) -> list[str]:
-    """A call's arguments: `body` split at the commas outside brackets."""
-    arguments, depth, start = [], 0, 0
-    for index, character in enumerate(body):
-        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(character, 0)
-        if character == "," and depth == 0:
-            arguments.append(body[start:index].strip())
-            start = index + 1
-    return [*arguments, body[start:].strip()]
+def _templated_line(target: str, text: str) -> Line:
+    """A line the templates would write as it is, broken as ruff would break it."""
+    return Line(target, text, wrap=wrap_for(target, text))
 
 
 def _own_array(expr: sp.Expr) -> sp.Expr:
@@ -297,18 +277,15 @@ def _own_array(expr: sp.Expr) -> sp.Expr:
     return expr if is_fresh(expr) else Copy(expr)
 
 
-def _closes_at_end(text: str, start: int) -> bool:
-    """True when the bracket opened at `start` is closed by the last character."""
-    depth = 0
-    for index in range(start, len(text)):
-        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(text[index], 0)
-        if depth == 0:
-            return index == len(text) - 1
-    return False
-
-
 def _fits(target: sp.Symbol, expr: sp.Expr, text: str, operator: str = "=") -> bool:
-    return _fits_one_line(target, text, operator) or bool(_wrap_kind(expr, text))
+    return fits_one_line(target.name, text, operator) or bool(
+        _preferred_wrap(target, expr, text, operator)
+    )
+
+
+def _preferred_wrap(target: sp.Symbol, expr: sp.Expr, text: str, operator: str) -> str:
+    operation = precedence(expr) < PRECEDENCE["Atom"]
+    return preferred_wrap(target.name, text, operator, operation)
 
 
 def _splits(
@@ -458,23 +435,22 @@ def render(optimized: Optimized) -> str:
     freeable -= results | {name for name in freeable if shape_of(symbol(name)) == ()}
     free_used_up(backward_lines, freeable.__contains__)
 
-    def setup(names: set[str]) -> list[dict[str, str]]:
+    def setup(names: set[str]) -> list[Line]:
         """The params and inputs a block reads, each converted once to its dtype."""
         params = [
-            {"name": code_name(param.name), "key": param.name, "from": "params", "dtype": "DTYPE"}
+            (code_name(param.name), f'params["{param.name}"]', "DTYPE")
             for param in spec.params
             if code_name(param.name) in names
         ]
         inputs = [
-            {
-                "name": item.name,
-                "from": "argument",
-                "dtype": "DTYPE" if item.dtype == spec.dtype else f"np.{item.dtype}",
-            }
+            (item.name, item.name, "DTYPE" if item.dtype == spec.dtype else f"np.{item.dtype}")
             for item in spec.inputs
             if item.name in names
         ]
-        return params + inputs
+        return [
+            _templated_line(name, f"np.asarray({source}, dtype={dtype})")
+            for name, source, dtype in params + inputs
+        ]
 
     forward_reads = _used_names(optimized.forward) | set(saved) | {program.output.name}
     forward_block = Block(setup(forward_reads - forward_names), forward_lines)
@@ -516,13 +492,20 @@ def render(optimized: Optimized) -> str:
         "name": spec.name,
         "dtype": spec.dtype,
         "wrt": [graph[leaf].owner for leaf in program.wrt],
+        "gradients_doc": textwrap.wrap(
+            f"Gradients: {', '.join(graph[leaf].owner for leaf in program.wrt)}.",
+            width=LINE_LIMIT,
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ),
         "params": [
             {
                 "name": param.name,
                 "shape_text": shape_text(param.shape),
                 "shape_literal": _shape_literal(param.shape),
                 "init": param.init,
-                "init_args": _init_args(param),
+                "entry": _init_entry(param),
             }
             for param in spec.params
         ],
@@ -539,12 +522,16 @@ def render(optimized: Optimized) -> str:
         ],
         "forward": forward_block,
         "saved": saved,
-        "seed": seed,
-        "seed_used": seed_used,
+        "restored": [_templated_line(name, f'cache["{name}"]') for name in saved]
+        + ([_templated_line(seed, f"np.{spec.dtype}(grad_output)")] if seed_used else []),
         "backward": backward_lines,
         "backward_frees": any(line.frees for line in backward_lines),
         "grads": grads,
         "output": program.output.name,
+        "forward_call": _templated_line(
+            f"{program.output.name}, cache",
+            f"forward({', '.join(['params'] + [item.name for item in spec.inputs])})",
+        ),
         "predict": predict,
     }
     return _environment().get_template("module.py.j2").render(**model)
@@ -552,7 +539,7 @@ def render(optimized: Optimized) -> str:
 
 @dataclass
 class _PredictBlock:
-    setup: list[dict[str, str]]
+    setup: list[Line]
     lines: list[Line]
     inputs: list[str]
     input_docs: list[dict[str, str]]

@@ -4,10 +4,11 @@ Checked with the ruff pinned in pyproject's test extra, `--isolated` at ruff's d
 length: a user's repository lints generated code with its own settings, not ours. Covered:
 every example, and specs that reach the corners of the emitter: every layer activation,
 every loss in both reductions, reductions along axes, names long enough to force long
-lines, a call of long names, a single gradient, params that all start at zero, a long
-spec file name, and file names with quotes, backslashes and line breaks. `ruff check`
-with ruff's default rules finds nothing either; the stricter rules find nothing but,
-with a long spec file name, the header lines that name it (their wording is fixed).
+lines, a call of long names, long names of inputs, labels and params, a single
+gradient, params that all start at zero, a long spec file name, and file names with
+quotes, backslashes and line breaks. `ruff check` with ruff's default rules finds
+nothing either; the stricter rules find nothing but, with a long spec file name, the
+header lines that name it (their wording is fixed).
 
 Everything is compiled into one folder and ruff runs twice over it, not once per module.
 """
@@ -134,6 +135,42 @@ nodes:
 output: loss
 """
 
+# long names (36 characters: past that, a dict entry `"name": name,` of the cache is longer
+# than a line, and ruff cannot break it), past what one line holds in the templated lines
+# too: the dtype conversions, the cache reads, forward's call, init_params's entries
+LONG_NAMES_SPEC = """
+name: long_names
+inputs:
+  pixels_of_the_normalised_images_here: [batch, 4]
+  class_label_of_each_example_in_batch: {shape: [batch], dtype: int64}
+  another_rather_long_input_name_for_w: [batch]
+params:
+  W_for_the_first_layer_of_the_network: {shape: [4, 6], init: normal, std: 0.5}
+  bias_of_the_first_layer_of_the_netwo: [6]
+  W_for_the_output_layer_of_the_networ: [6, 3]
+  embedding_matrix_ab: {shape: [3], init: uniform}
+nodes:
+  hidden_units_after_the_first_activat: >-
+    tanh(pixels_of_the_normalised_images_here @ W_for_the_first_layer_of_the_network
+    + bias_of_the_first_layer_of_the_netwo)
+  unnormalised_scores_for_each_of_the_: >-
+    hidden_units_after_the_first_activat @ W_for_the_output_layer_of_the_networ
+    + embedding_matrix_ab
+  loss: >-
+    softmax_cross_entropy(unnormalised_scores_for_each_of_the_,
+    class_label_of_each_example_in_batch)
+    + mean(another_rather_long_input_name_for_w ** 2)
+"""
+LABEL_NAME_SPEC = """
+name: label_name
+inputs:
+  x: [batch, 4]
+  class_label_of_each_example: {shape: [batch], dtype: int64}
+layers:
+  - {dense: 3}
+loss: {softmax_cross_entropy: class_label_of_each_example}
+"""
+
 # nodes and params named as PEP 8 forbids (`l` reads as 1): their variables are `l_`, ...
 AMBIGUOUS_SPEC = """
 name: ambiguous_names
@@ -197,6 +234,8 @@ CASES = [
     _text("zero_init", ZERO_INIT_SPEC),
     _text("augmented", AUGMENTED_SPEC),
     _text("long_arguments", LONG_ARGUMENTS_SPEC),
+    _text("long_names", LONG_NAMES_SPEC),
+    _text("label_name", LABEL_NAME_SPEC),
     _text("ambiguous_names", AMBIGUOUS_SPEC),
     _text("long_file_name", LONG_FILE_SPEC, LONG_FILE_NAME),
     *(
