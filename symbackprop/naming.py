@@ -4,7 +4,7 @@ Spec names stay as they are; adjoints are `d_<name>`; every value the spec did n
 (an op inside a formula, a shared subexpression) is `t_<owner>_<k>`, numbered per owning
 spec node in order of definition, so an edit in one node never renumbers another. The
 ones that sum a batch (`ones @ d`) belong to no node: they are `t_ones_<dim>`, named for
-the dim they are as long as, and a node's temporaries skip that name should it be theirs.
+the dim they are as long as (`t_ones_32_rows` for a number), a name no node's temporary has.
 """
 
 from __future__ import annotations
@@ -26,31 +26,23 @@ _TEMP_NAME = re.compile(
 class Namer:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
-        self.taken: set[str] = set()
 
     def fresh(self, owner: str) -> sp.Symbol:
-        while True:
-            index = self.counters.get(owner, 0)
-            self.counters[owner] = index + 1
-            name = f"t_{owner}_{index}"
-            if name not in self.taken:
-                return symbol(name)
-
-    def take(self, name: str) -> sp.Symbol:
-        self.taken.add(name)
-        return symbol(name)
+        index = self.counters.get(owner, 0)
+        self.counters[owner] = index + 1
+        return symbol(f"t_{owner}_{index}")
 
 
 def name_temporaries(
     forward: list[Statement], backward: list[Statement], namer: Namer
 ) -> tuple[list[Statement], list[Statement], dict[sp.Symbol, sp.Symbol]]:
     renames: dict[sp.Symbol, sp.Symbol] = {}
+    ones_names: set[str] = set()
     for statement in backward:
         if isinstance(statement.expr, Ones):
-            name = f"t_ones_{statement.expr.dim}"
-            if name in namer.taken:  # ones of the same length in another dtype
-                name += f"_{statement.expr.attrs[2]}"
-            renames[statement.target] = namer.take(name)
+            name = _ones_name(statement.expr.dim, ones_names)
+            ones_names.add(name)
+            renames[statement.target] = symbol(name)
     for statement in forward + backward:
         if (
             statement.anonymous
@@ -75,6 +67,17 @@ def name_temporaries(
         ]
 
     return rename(forward), rename(backward), renames
+
+
+def _ones_name(dim: str | int, taken: set[str]) -> str:
+    """`t_ones_batch`; `t_ones_32_rows` for a dim that is a number, since a node `ones`
+    has temporaries `t_ones_<k>` (a name ending in `_<digits>` could be theirs)."""
+    name = f"t_ones_{dim}"
+    if re.search(r"_[0-9]+$", name):
+        name += "_rows"
+    while name in taken:  # a dim named `32_rows`'s and a dim 32's: never in practice
+        name += "_"
+    return name
 
 
 def _rename_note(note: str, renames: dict[sp.Symbol, sp.Symbol]) -> str:

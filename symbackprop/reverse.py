@@ -16,6 +16,7 @@ would add them all. The running sums are values of their own in the IR, named
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
@@ -23,7 +24,16 @@ import sympy as sp
 from .build import Program
 from .functions import unsaved_values
 from .ir import Graph, Node, Statement, TensorType, reduced_axes, symbol
-from .ops import AdjointContext, BatchSum, BroadcastTo, Ones, SumTo, TensorOp
+from .ops import (
+    AdjointContext,
+    BatchSum,
+    BroadcastTo,
+    ExpandDims,
+    Ones,
+    SumTo,
+    TensorOp,
+    Transposed,
+)
 from .printer import math_factor, math_text
 
 
@@ -86,8 +96,11 @@ def _active(program: Program) -> set[sp.Symbol]:
     return needs & reach
 
 
+Defining = Callable[[sp.Symbol], "sp.Expr | None"]  # what an adjoint is computed from
+
+
 def _elementwise_adjoints(
-    node: Node, d: sp.Symbol, graph: Graph, d_expr: sp.Expr | None = None
+    node: Node, d: sp.Symbol, graph: Graph, defining: Defining
 ) -> list[tuple[sp.Symbol, Contribution]]:
     result = []
     for operand in node.operands:
@@ -103,7 +116,7 @@ def _elementwise_adjoints(
             expanded = f"{incoming} * {math_factor(local)}"
         lead, kept = reduced_axes(graph.type_of(operand).shape, node.type.shape)
         if lead or kept:
-            view = local == 1 and isinstance(d_expr, BroadcastTo)
+            view = local == 1 and _broadcast_view(d, defining)
             contribution = _summed(contribution, lead, kept, node.type, graph, view)
             chain, expanded = (f"sum over broadcast axes of {text}" for text in (chain, expanded))
         result.append((operand, Contribution(contribution, chain, expanded)))
@@ -133,6 +146,15 @@ def _summed(
     return SumTo.make(contribution, attrs=(lead, kept))
 
 
+def _broadcast_view(d: sp.Symbol, defining: Defining) -> bool:
+    """True when the array of adjoint `d` is a broadcast view (zero strides), or a
+    transpose of one: BLAS would copy it out before summing it."""
+    expr: sp.Expr | None = d
+    while isinstance(expr, (sp.Symbol, Transposed, ExpandDims)):
+        expr = defining(expr) if isinstance(expr, sp.Symbol) else expr.args[0]
+    return isinstance(expr, BroadcastTo)
+
+
 def _partial(expr: sp.Expr, operand: sp.Symbol) -> sp.Expr:
     """d expr / d operand. Of a sum, only the terms that hold the operand: SymPy would
     walk every term for every operand, which for a sum of hundreds is quadratic."""
@@ -155,10 +177,10 @@ def _local_name(node: Node, operand: sp.Symbol) -> str:
 
 
 def _tensor_adjoints(
-    node: Node, d: sp.Symbol, graph: Graph, d_expr: sp.Expr | None = None
+    node: Node, d: sp.Symbol, graph: Graph, defining: Defining
 ) -> list[tuple[sp.Symbol, Contribution]]:
     op: TensorOp = node.expr  # type: ignore[assignment]
-    ctx = AdjointContext(op, node.symbol, d, graph.type_of, d_expr)
+    ctx = AdjointContext(op, node.symbol, d, graph.type_of, defining(d))
     return [
         (operand, Contribution(rule[0], rule[1], rule[1]))
         for operand, rule in zip(op.tensor_args, op.adjoint(ctx), strict=True)
@@ -243,7 +265,7 @@ def reverse_mode(program: Program) -> Backward:
         if d is None:
             continue
         local = _tensor_adjoints if isinstance(node.expr, TensorOp) else _elementwise_adjoints
-        for operand, contribution in local(node, d, graph, defining(d)):
+        for operand, contribution in local(node, d, graph, defining):
             if operand in active:
                 contributions.setdefault(operand, []).append(contribution)
         for leaf in sorted(leaves_after.get(node.symbol, []), key=lambda s: s.name):

@@ -142,7 +142,7 @@ def test_a_single_bias_gradient_keeps_its_sum(tmp_path: Path) -> None:
 def test_a_fixed_batch_size_writes_the_length_of_the_ones(tmp_path: Path) -> None:
     text = mlp([4, 6, 3], batch="5")
     source = compile_text(text, "fast.yaml")
-    assert "    t_ones_5 = np.ones(5, dtype=DTYPE)" in source
+    assert "    t_ones_5_rows = np.ones(5, dtype=DTYPE)" in source
     check_gradients(text, tmp_path)
 
 
@@ -159,7 +159,7 @@ nodes:
   loss: sum(u) + sum(v) + sum(m)
 """
     source = compile_text(text, "fast.yaml")
-    assert "    t_ones_2 = np.ones(2, dtype=DTYPE)" in source
+    assert "    t_ones_2_rows = np.ones(2, dtype=DTYPE)" in source
     assert ".shape[" not in _code(source).split("def backward")[1]
     rng = np.random.default_rng(2)
     inputs = {
@@ -182,44 +182,63 @@ def test_the_ones_keep_no_array_alive_for_their_length(tmp_path: Path) -> None:
     assert "x" not in cache
 
 
-def test_a_broadcast_adjoint_keeps_its_sum(tmp_path: Path) -> None:
-    """`np.dot` would copy a broadcast view (zero strides) out before summing it; `.sum`
-    reads it as it is."""
-    text = """
+@pytest.mark.parametrize(
+    ("losses", "summed"),
+    [
+        ("sum(u) + mean(v)", "d_u.sum(axis=0)"),
+        ("sum(transpose(u)) + mean(transpose(v))", "d_u.sum(axis=0)"),  # a view of a view
+    ],
+)
+def test_a_broadcast_adjoint_keeps_its_sum(tmp_path: Path, losses: str, summed: str) -> None:
+    """`np.dot` would copy a broadcast view (zero strides) out before summing it, a
+    transpose of one too; `.sum` reads it as it is."""
+    text = f"""
 name: views
-inputs: {x: [batch, 5]}
-params: {b: [5], c: [5]}
+inputs: {{x: [batch, 5]}}
+params: {{b: [5], c: [5]}}
 nodes:
   u: x + b
   v: x + c
-  loss: sum(u) + mean(v)
+  loss: {losses}
 """
     source = compile_text(text, "fast.yaml")
     assert "np.broadcast_to(" in source
     assert "np.ones(" not in source
-    assert "    d_b = d_u.sum(axis=0)\n" in source
+    assert f"    d_b = {summed}\n" in source
     check_gradients(text, tmp_path)
 
 
-def test_a_node_named_ones_has_its_own_temporaries(tmp_path: Path) -> None:
-    """The vector is named for its dim, never numbered with a spec node's temporaries:
-    editing node `ones` renames neither."""
-    text = """
+NAMED_ONES = """
 name: named_ones
-inputs: {x: [batch, 5]}
-params: {b: [5], c: [5]}
+inputs: {{x: [{rows}, 4]}}
+params: {{W1: [4, 5], b1: [5], W2: [5, 2], b2: [2]}}
 nodes:
-  ones: tanh(x + b) * FACTOR
-  v: tanh(x + c)
-  loss: sum(ones * v)
+  ones: tanh(x @ W1 + b1) * sigmoid(x @ W1 + b1) + exp(-(x @ W1 + b1) ** 2) * {factor}
+  p: ones @ W2 + b2
+  loss: mean(p ** 2) + mean(sin(p) * cos(p) * exp(p)) + mean(ones * sigmoid(ones))
 """
-    plain = compile_text(text.replace("FACTOR", "exp(x)"), "fast.yaml")
-    edited = compile_text(text.replace("FACTOR", "exp(x) * sigmoid(x)"), "fast.yaml")
-    for source in (plain, edited):
-        assert "    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)\n" in source
-        assert "    d_c = np.dot(t_ones_batch, " in source
-        assert "t_ones_0" in source  # node `ones`'s own temporary
-    check_gradients(text.replace("FACTOR", "exp(x) * sigmoid(x)"), tmp_path)
+
+
+@pytest.mark.parametrize(("rows", "vector"), [("batch", "t_ones_batch"), ("3", "t_ones_3_rows")])
+def test_a_node_named_ones_has_its_own_temporaries(tmp_path: Path, rows: str, vector: str) -> None:
+    """The vector is named for its dim, in a form no node's temporary `t_<node>_<k>` has:
+    editing node `ones`, or the batch size, renames neither."""
+    sources = [
+        compile_text(NAMED_ONES.format(rows=rows, factor=factor), "fast.yaml")
+        for factor in ("1", "cos(x @ W1)")
+    ]
+    for source in sources:
+        assert f"    {vector} = np.ones(" in source
+        assert f"    d_b1 = np.dot({vector}, " in source
+        temporaries = sorted(set(re.findall(r"\bt_ones_[0-9]+\b", source)))
+        assert temporaries == [f"t_ones_{k}" for k in range(len(temporaries))], temporaries
+        assert len(temporaries) >= 4  # node `ones`'s own, numbered 0, 1, 2, ...
+    if rows == "3":  # another batch size: the node's temporaries keep their numbers
+        other = compile_text(NAMED_ONES.format(rows="5", factor="1"), "fast.yaml")
+        assert re.findall(r"\bt_ones_[0-9]+\b", other) == re.findall(
+            r"\bt_ones_[0-9]+\b", sources[0]
+        )
+    check_gradients(NAMED_ONES.format(rows="batch", factor="cos(x @ W1)"), tmp_path)
 
 
 def test_ones_no_kept_value_has_the_length_of_go_back_to_sums() -> None:
