@@ -105,8 +105,9 @@ def _probs_minus_one_hot(
     no other array as large as the softmax is made.
     """
     probs = np.exp(log_probs)
-    small_rows = probs.shape[-1] * probs.itemsize <= probs.itemsize + 8
-    if one_hot_rows is not None and (probs.nbytes <= 32768 or small_rows):
+    if one_hot_rows is not None and (
+        probs.nbytes <= 32768 or probs.shape[-1] * probs.itemsize <= probs.itemsize + 8
+    ):
         probs -= one_hot_rows.take(labels, axis=0)
     elif labels.ndim == 1:
         probs[np.arange(labels.shape[0]), labels] -= 1
