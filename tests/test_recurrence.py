@@ -64,6 +64,26 @@ def test_the_first_step_keeps_its_adjoint_name_and_note(steps: int) -> None:
     assert any(line.startswith("d_W ") and line.endswith("np.dot(x.T, d_t_h0_0)") for line in lines)
 
 
+def test_an_input_product_shared_by_every_step_is_computed_at_the_first() -> None:
+    """`x @ W` in every step is one product, computed by the first step's own line: the
+    first of the lines that compute just it, not the last moved up."""
+    text = """
+name: input_each_step
+inputs: {x: [n, 3]}
+params: {W: [3, 3], a: [3], U: [3, 3]}
+nodes:
+  h0: tanh(x @ W + a)
+  h1: tanh(h0 @ U + x @ W + a)
+  h2: tanh(h1 @ U + x @ W + a)
+  loss: mean(h2 ** 2)
+"""
+    source = compile_text(text, "rnn.yaml")
+    forward = source.split("\ndef forward(")[1].split("\ndef backward(")[0]
+    assert forward.count("np.dot(x, W)") == 1
+    assert "    t_h0_0 = np.dot(x, W)\n" in forward
+    assert "t_h0_0 = t_h" not in forward
+
+
 def test_the_compiled_code_grows_by_the_same_lines_a_step() -> None:
     sizes = [len(compile_text(tied_rnn(steps), "rnn.yaml").splitlines()) for steps in (10, 20, 40)]
     assert sizes[2] - sizes[1] == 2 * (sizes[1] - sizes[0]), sizes

@@ -39,13 +39,10 @@ def common_subexpressions(
     out: dict[str, list[Statement]] = {"forward": [], "backward": []}
     # lines that are one repeated subexpression as a whole (a running sum's array is
     # updated in place later, `d_W += c`: it may not be what another line reads for one)
-    whole_lines = {
-        expr: index
-        for index, (statement, expr) in enumerate(zip(statements, reduced, strict=True))
-        if isinstance(expr, sp.Symbol)
-        and expr in definitions
-        and partial_sum_of(statement.target) is None
-    }
+    whole_lines: dict[sp.Basic, int] = {}  # the first such line of each
+    for index, (statement, expr) in enumerate(zip(statements, reduced, strict=True)):
+        if expr in definitions and partial_sum_of(statement.target) is None:
+            whole_lines.setdefault(expr, index)
     moved_up: set[int] = set()
 
     def place(temp: sp.Symbol, user: Statement) -> None:
