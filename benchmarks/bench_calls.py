@@ -1,7 +1,9 @@
 """Time the NumPy calls behind the generated code's less obvious forms, each beside the one
 hand-written code uses for the same step (float32, one thread, timeit's best of 7):
 
-- a matrix product: `h @ W` against `np.dot(h, W)`;
+- a matrix product: `h @ W` against `np.dot(h, W)`; and a weight gradient `h.T @ d`, whose
+  inner dim is the batch, where np.dot's BLAS call is the slower one and the generated
+  code prints `np.matmul` for a result of MATMUL_MIN_SIZE elements or more;
 - a bias gradient: `d.sum(axis=0)` against `np.dot(ones, d)`, with the ones made already
   (the generated backward pass makes them once for every layer; their cost is shown apart);
 - cross-entropy's backward step: softmax less the one-hot rows of the labels, by a scatter
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 from common import describe_machine, print_table, set_blas_threads
 
-from symbackprop.ops import ONE_HOT_TABLE_MAX_BYTES
+from symbackprop.ops import MATMUL_MIN_SIZE, ONE_HOT_TABLE_MAX_BYTES
 
 DTYPE = np.float32
 CALLS = 20000
@@ -49,6 +51,18 @@ def cases() -> list[Case]:
         }
         step = f"product {batch}x{fan_in} by {fan_in}x{fan_out}"
         result.append(Case(step, "out = h @ W", "out = np.dot(h, W)", names))
+    for batch, fan_in, fan_out in ((32, 64, 64), (64, 784, 128), (128, 256, 256)):
+        names = {
+            "h": rng.standard_normal((batch, fan_in)).astype(DTYPE),
+            "d": rng.standard_normal((batch, fan_out)).astype(DTYPE),
+        }
+        generated = (
+            "out = np.matmul(h.T, d)"
+            if fan_in * fan_out >= MATMUL_MIN_SIZE
+            else "out = np.dot(h.T, d)"
+        )
+        step = f"weight gradient {fan_in}x{batch} by {batch}x{fan_out}"
+        result.append(Case(step, "out = h.T @ d", generated, names))
     for batch, width in ((1, 8), (32, 64), (128, 256)):
         names = {
             "d": rng.standard_normal((batch, width)).astype(DTYPE),
@@ -73,6 +87,21 @@ def _one_hot_case(batch: int, classes: int, rng: np.random.Generator) -> Case:
         "out = np.exp(log_probs); out -= table.take(y, axis=0)",
         names,
     )
+
+
+def dot_against_matmul() -> list[Case]:
+    """Why a large weight gradient is not np.dot: `hand-written` is np.matmul here, and
+    `generated` the np.dot it does not print from MATMUL_MIN_SIZE elements on."""
+    rng = np.random.default_rng(2)
+    cases = []
+    for batch, fan_in, fan_out in ((32, 64, 64), (64, 64, 128), (64, 784, 128), (128, 256, 256)):
+        names = {
+            "h": rng.standard_normal((batch, fan_in)).astype(DTYPE),
+            "d": rng.standard_normal((batch, fan_out)).astype(DTYPE),
+        }
+        step = f"weight gradient {fan_in}x{batch} by {batch}x{fan_out}"
+        cases.append(Case(step, "out = np.matmul(h.T, d)", "out = np.dot(h.T, d)", names))
+    return cases
 
 
 def past_the_table() -> list[Case]:
@@ -116,12 +145,15 @@ def main(calls: int = CALLS) -> None:
     ones = seconds("np.ones(n, dtype=DTYPE)", {"n": 32, "DTYPE": "float32"}, calls)
     print(f"making the ones, np.ones(32, dtype=DTYPE): {ones * 1e6:.2f} us, once a backward pass")
     print()
-    print(
-        f"past {ONE_HOT_TABLE_MAX_BYTES} bytes of rows the generated code scatters as hand-written"
-    )
-    print("code does, but for 2 classes (3 in float32), whose rows are no larger than the")
-    print("scatter's own index and value: the take (the `generated` column, unused there")
-    print("otherwise) makes an array as large as the softmax, more memory than the scatter's")
+    print("np.dot against np.matmul (`hand-written` here) for a weight gradient, whose inner dim")
+    print(f"is the batch: the generated code prints matmul from {MATMUL_MIN_SIZE} elements on")
+    print_table(headers, timed(dot_against_matmul(), max(calls // 10, 1)))
+    print()
+    print(f"past {ONE_HOT_TABLE_MAX_BYTES} bytes of rows the generated code scatters as")
+    print("hand-written code does, but for 2 classes (3 in float32), whose rows are no larger")
+    print("than the scatter's own index and value: the take (the `generated` column, unused")
+    print("there otherwise) makes an array as large as the softmax, more memory than the")
+    print("scatter's")
     print_table(headers, timed(past_the_table(), max(calls // 10, 1)))
 
 

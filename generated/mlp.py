@@ -207,7 +207,7 @@ def backward(
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.dot(t_ones_batch, d_s1)
     # dL/dW1 = x^T @ dL/ds1
-    d_W1 = np.dot(x.T, d_s1)
+    d_W1 = np.matmul(x.T, d_s1)
     return {
         "W1": d_W1,
         "b1": d_b1,

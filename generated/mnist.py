@@ -228,7 +228,7 @@ def backward(
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = np.dot(t_ones_batch, d_s2)
     # dL/dW2 = h1^T @ dL/ds2
-    d_W2 = np.dot(h1.T, d_s2)
+    d_W2 = np.matmul(h1.T, d_s2)
     # dL/dh1 = dL/ds2 @ W2^T
     d_h1 = np.dot(d_s2, W2.T)
     del d_s2
@@ -238,7 +238,7 @@ def backward(
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.dot(t_ones_batch, d_s1)
     # dL/dW1 = x^T @ dL/ds1
-    d_W1 = np.dot(x.T, d_s1)
+    d_W1 = np.matmul(x.T, d_s1)
     return {
         "W1": d_W1,
         "b1": d_b1,

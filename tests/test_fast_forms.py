@@ -1,5 +1,6 @@
 """The forms the generated code takes for speed, where they are not the obvious ones:
-`np.dot` for matrix products, one vector of ones shared by every bias gradient of a batch
+`np.dot` for matrix products (`np.matmul` for a large weight gradient), one vector of
+ones shared by every bias gradient of a batch
 (`np.dot(t_ones_batch, d_s)` rather than `d_s.sum(axis=0)`), and one-hot rows taken from an
 identity-matrix constant for cross-entropy over few classes. Each form is checked where
 it applies and where it must not, and its gradients against PyTorch and finite
@@ -19,6 +20,7 @@ from symbackprop.build import build_program
 from symbackprop.compiler import compile_text
 from symbackprop.ir import Statement, symbol
 from symbackprop.ops import (
+    MATMUL_MIN_SIZE,
     ONE_HOT_TABLE_MAX_BYTES,
     ONE_HOT_TABLE_MAX_CLASSES,
     BatchSum,
@@ -35,6 +37,7 @@ from .support import (
     import_source,
     random_inputs,
     relative_error,
+    sampled_error,
 )
 
 FD_TOLERANCE = 1e-6
@@ -96,6 +99,30 @@ def test_matrix_products_are_printed_as_np_dot() -> None:
     assert "    d_W2 = np.dot(h1.T, d_s2)\n" in source
     assert "    d_h1 = np.dot(d_s2, W2.T)\n" in source
     assert "    # dL/dW2 = h1^T @ dL/ds2\n" in source  # the comments keep the math's `@`
+
+
+def test_a_large_weight_gradient_is_printed_as_np_matmul(tmp_path: Path) -> None:
+    """A product whose result is known to have MATMUL_MIN_SIZE elements or more (the
+    weight gradient `x.T @ d_s1` of a 130 x 130 layer) is `np.matmul`: np.dot's BLAS call
+    is slower there. Products of a batch's size, or of small results, stay np.dot."""
+    text = mlp([130, 130, 3])
+    source = compile_text(text, "fast.yaml")
+    assert 130 * 130 >= MATMUL_MIN_SIZE > 130 * 3
+    assert "    d_W1 = np.matmul(x.T, d_s1)\n" in source
+    assert "    d_W2 = np.dot(h1.T, d_s2)\n" in source
+    assert "    s1 = np.dot(x, W1)\n" in source
+    assert "    d_h1 = np.dot(d_s2, W2.T)\n" in source
+    assert source.count("np.matmul(") == 1
+    module = import_source(source, tmp_path)
+    params = float64_params(module, seed=0)
+    inputs = random_inputs(module, np.random.default_rng(0), batch=4)
+    _, grads = module.value_and_grad(params, **inputs)
+    differences = central_differences(module, params, inputs, sample=40)
+    assert sampled_error(grads["W1"], differences["W1"]) < FD_TOLERANCE
+    if _has_torch():
+        expected = TorchReference(text).value_and_grad(params, inputs, module.WRT)[1]
+        for name in module.WRT:
+            assert relative_error(grads[name], expected[name]) < TORCH_TOLERANCE, name
 
 
 def test_products_of_vectors_and_matrices_keep_their_gradients(tmp_path: Path) -> None:
