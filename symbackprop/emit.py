@@ -24,9 +24,11 @@ from .linebreak import (
     call_parts,
     fits_one_line,
     last_resort_wrap,
+    leading_parts,
     operand_lines,
     preferred_wrap,
     top_level_arguments,
+    tuple_entry,
     wrap_for,
 )
 from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, MatrixProduct
@@ -81,6 +83,10 @@ class Line:
     def operands(self) -> list[str]:
         return operand_lines(self.text)
 
+    @property
+    def leading(self) -> tuple[str, str]:
+        return leading_parts(self.text)
+
 
 @dataclass
 class Block:
@@ -111,10 +117,9 @@ def template_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-def _shape_literal(shape: tuple[object, ...]) -> str:
-    items = [repr(dim) if isinstance(dim, str) else str(dim) for dim in shape]
-    items = [item.replace("'", '"') for item in items]
-    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+def _shape_literal(shape: tuple[object, ...]) -> tuple[str, ...]:
+    """A shape's dims as Python literals: `784`, `"batch"`."""
+    return tuple(f'"{dim}"' if isinstance(dim, str) else str(dim) for dim in shape)
 
 
 def _init_entry(param: ParamSpec) -> Entry:
@@ -452,14 +457,21 @@ def render(optimized: Optimized) -> str:
             for name, source, dtype in params + inputs
         ]
 
-    forward_reads = _used_names(optimized.forward) | set(saved) | {program.output.name}
-    forward_block = Block(setup(forward_reads - forward_names), forward_lines)
+    # forward computes what the output and backward need: a value only `predict` returns
+    # is left to `predict` (forward would compute it and never read it)
+    needed = dead_code(optimized.forward, [program.output, *map(symbol, saved)])
+    needed_names = {s.target.name for s in needed}
+    forward_reads = _used_names(needed) | set(saved) | {program.output.name}
+    forward_block = Block(
+        setup(forward_reads - forward_names),
+        [line for line in forward_lines if line.origin in needed_names],
+    )
 
     input_docs = [
         {
             "name": item.name,
             "shape_text": shape_text(item.shape),
-            "shape_literal": _shape_literal(item.shape) if item.shape else "()",
+            "entry": tuple_entry(item.name, (_shape_literal(item.shape), f'"{item.dtype}"')),
             "dtype": item.dtype,
         }
         for item in spec.inputs
@@ -503,7 +515,7 @@ def render(optimized: Optimized) -> str:
             {
                 "name": param.name,
                 "shape_text": shape_text(param.shape),
-                "shape_literal": _shape_literal(param.shape),
+                "shape_entry": tuple_entry(param.name, _shape_literal(param.shape)),
                 "init": param.init,
                 "entry": _init_entry(param),
             }

@@ -7,7 +7,10 @@ too long for one line is written the way ruff would write it:
 - "call": `t = f(` / the arguments on one line / `)` (also a subscript, `cache[` ... `]`);
 - "arguments": the same with one argument a line and a trailing comma, where the
   arguments fit on no one line;
-- "parens": an operator expression in parentheses on a line of its own;
+- "parens": an operator expression (or an attribute, `x.shape`) in parentheses on a line
+  of its own;
+- "leading": a text that starts with parentheses, `(h > 0).astype(DTYPE)`, broken inside
+  them;
 - "operands": the same with one operand a line, each after its operator, where the
   expression fits on no one line (split at its lowest-precedence operators).
 
@@ -61,11 +64,25 @@ def _single_call(text: str) -> re.Match[str] | None:
     return None
 
 
+def _last_group(text: str) -> int | None:
+    """Where the brackets that close at the end of `text` open (None if it does not end in
+    a bracket)."""
+    if not text.endswith((")", "]")):
+        return None
+    depth = 0
+    for index in range(len(text) - 1, -1, -1):
+        depth += (text[index] in _CLOSING) - (text[index] in _OPENING)
+        if depth == 0:
+            return index
+    return None
+
+
 def call_parts(text: str) -> tuple[str, str, str]:
-    """`f(a, b)` as ("f(", "a, b", ")")."""
-    head = _single_call(text)
-    assert head is not None, text
-    return text[: head.end()], text[head.end() : -1], text[-1]
+    """`f(a, b)` as ("f(", "a, b", ")"); `(h > 0).astype(DTYPE)` as ("(h > 0).astype(",
+    "DTYPE", ")"): split at the brackets that close at the end."""
+    start = _last_group(text)
+    assert start is not None, text
+    return text[: start + 1], text[start + 1 : -1], text[-1]
 
 
 def top_level_arguments(body: str) -> list[str]:
@@ -99,33 +116,50 @@ def _find_all(text: str, word: str) -> list[int]:
 
 
 def preferred_wrap(target: str, text: str, operator: str, is_operation: bool) -> str:
-    """ "call" or "parens" where the right-hand side fits on a line of its own that way
-    ("" if neither applies): what the emitter accepts before moving parts to other lines.
-    `is_operation`: the text is an operator expression (a sum, a product, a negation)."""
-    if text.endswith((")", "]")):
-        head = _single_call(text)
-        if head is None:
-            return ""
+    """ "call", "leading" or "parens" where the right-hand side fits on a line of its own
+    that way ("" if none applies): what the emitter accepts before moving parts to other
+    lines. `is_operation`: the text is an operator expression (a sum, a negation, ...)."""
+    if text.startswith("(") and not operand_lines(text):
+        head, body, _ = call_parts(text) if _last_group(text) else (text, "", "")
+        if head != text[:1] and fits_one_line(target, head, operator) and _fits_indented(body):
+            return "call"  # `t = (h > 0).astype(` / `DTYPE` / `)`: ruff splits the last call
+        body, tail = leading_parts(text)
+        return "leading" if _fits_indented(body) and fits_one_line("", tail) else ""
+    head = _single_call(text)
+    if head is not None and text[head.end() : -1]:  # a call with arguments
         if not fits_one_line(target, text[: head.end()], operator):
             # `target = f(` alone is too long: ruff puts the whole call in parentheses
             return "parens" if _fits_indented(text) else ""
         return "call" if _fits_indented(text[head.end() : -1]) else ""
-    if text.startswith("("):
-        return ""  # ruff breaks inside the leading parentheses instead
-    return "parens" if is_operation and _fits_indented(text) else ""
+    if text.endswith((")", "]")) and head is None:
+        return ""  # an operation ending in a call: the emitter moves that part out first
+    # an operation, or an attribute (`x.shape`, `h.T`, `x.sum()`); not a bare name
+    parenthesize = is_operation or "." in text
+    return "parens" if parenthesize and _fits_indented(text) else ""
+
+
+def leading_parts(text: str) -> tuple[str, str]:
+    """`(h > 0).astype(DTYPE)` as ("h > 0", ".astype(DTYPE)"): ruff breaks inside the
+    leading parentheses."""
+    close = next(i for i, c, depth in _depths(text) if depth == 0 and c == ")")
+    return text[1:close], text[close + 1 :]
 
 
 def last_resort_wrap(text: str) -> str:
-    """ "arguments" for one call whose arguments each fit on a line of their own,
-    "operands" for an operator expression whose operands do; else ""."""
-    if _single_call(text):
+    """ "arguments" for one call whose arguments each fit on a line of their own; for an
+    operator expression, "parens" where it fits on a line of its own, else "operands"
+    where each operand does; else ""."""
+    head = _single_call(text)
+    if head is not None and text[head.end() : -1]:
         body = call_parts(text)[1]
         fits = all(_fits_indented(argument + ",") for argument in top_level_arguments(body))
         return "arguments" if fits else ""
-    if text.endswith((")", "]")):
-        return ""  # ruff may break inside the last brackets first: not a form we write
     lines = operand_lines(text)
-    return "operands" if lines and all(_fits_indented(line) for line in lines) else ""
+    if not lines:
+        return ""
+    if _fits_indented(text):
+        return "parens"
+    return "operands" if all(_fits_indented(line) for line in lines) else ""
 
 
 def wrap_for(target: str, text: str, operator: str = "=", is_operation: bool = False) -> str:
@@ -160,3 +194,30 @@ class Entry:
     @property
     def arguments(self) -> list[str]:
         return top_level_arguments(self.body)
+
+
+Literal = str | tuple["Literal", ...]  # a tuple of literals, written out by `tuple_entry`
+
+
+def _tuple_text(items: tuple[Literal, ...]) -> str:
+    texts = [item if isinstance(item, str) else _tuple_text(item) for item in items]
+    return f"({texts[0]},)" if len(texts) == 1 else f"({', '.join(texts)})"
+
+
+def tuple_entry(key: str, value: tuple[Literal, ...], indent: int = INDENT) -> list[str]:
+    """The lines of a dict entry `"key": (a, b),` as ruff writes it: whole where it fits,
+    else one item a line with a trailing comma, and so on inside an item too long."""
+    return _tuple_lines(f'"{key}": ', value, ",", indent)
+
+
+def _tuple_lines(prefix: str, items: tuple[Literal, ...], suffix: str, indent: int) -> list[str]:
+    whole = f"{' ' * indent}{prefix}{_tuple_text(items)}{suffix}"
+    if len(whole) <= LINE_LIMIT or not items:
+        return [whole]
+    lines = [f"{' ' * indent}{prefix}("]
+    for item in items:
+        if isinstance(item, str):
+            lines.append(f"{' ' * (indent + INDENT)}{item},")
+        else:
+            lines += _tuple_lines("", item, ",", indent + INDENT)
+    return [*lines, f"{' ' * indent}){suffix}"]

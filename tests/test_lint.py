@@ -28,6 +28,7 @@ import pytest
 from symbackprop import __version__
 from symbackprop.compiler import compile_spec, compile_text
 from tests.support import EXAMPLES, ROOT, example_spec, import_source
+from tests.test_regressions import SIDE_PREDICTION_SPEC
 
 EXAMPLE_NAMES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
 RULES = "E,F,W,B,UP"
@@ -161,6 +162,40 @@ nodes:
     class_label_of_each_example_in_batch)
     + mean(another_rather_long_input_name_for_w ** 2)
 """
+# each breaks one more form of line as ruff does: an INPUTS entry of long dim names, a
+# relu mask `(h > 0).astype(DTYPE)`, an attribute `h.T` and `h.shape`; and a prediction
+# the loss does not read, which forward must not compute (ruff's F841)
+LONG_FORMS_SPECS = {
+    "long_input_entry": """
+name: long_input_entry
+inputs:
+  input_features_of_the_sample_x: [number_of_samples_in_the_batch_n, 4]
+params: {W: [4, 3]}
+nodes:
+  loss: mean((input_features_of_the_sample_x @ W) ** 2)
+""",
+    "long_relu_mask": """
+name: long_relu_mask
+inputs: {x: [batch, 4]}
+params: {W: [4, 3]}
+nodes:
+  preactivation_of_hidden_layer_one: x @ W
+  hidden_activation_of_layer_number_1: relu(preactivation_of_hidden_layer_one)
+  loss: mean(hidden_activation_of_layer_number_1 ** 2)
+""",
+    "long_attributes": """
+name: long_attributes
+inputs: {x: [batch, 4]}
+params: {W: [4, 3]}
+nodes:
+  hidden_layer_number_one_activation_x: x @ W
+  preactivation_of_the_hidden_layer_n1: x @ W * 2
+  loss: >-
+    mean(transpose(hidden_layer_number_one_activation_x) ** 2)
+    + mean(preactivation_of_the_hidden_layer_n1)
+""",
+    "side_prediction": SIDE_PREDICTION_SPEC,
+}
 LABEL_NAME_SPEC = """
 name: label_name
 inputs:
@@ -236,6 +271,7 @@ CASES = [
     _text("long_arguments", LONG_ARGUMENTS_SPEC),
     _text("long_names", LONG_NAMES_SPEC),
     _text("label_name", LABEL_NAME_SPEC),
+    *(_text(name, text) for name, text in LONG_FORMS_SPECS.items()),
     _text("ambiguous_names", AMBIGUOUS_SPEC),
     _text("long_file_name", LONG_FILE_SPEC, LONG_FILE_NAME),
     *(

@@ -142,3 +142,32 @@ def test_nodes_and_params_named_l_i_o_compile_under_other_variable_names(
     local = 2 * hidden * (1 - hidden**2)
     np.testing.assert_allclose(grads["I"], np.outer(local, x), rtol=1e-12)
     np.testing.assert_allclose(grads["l"], local, rtol=1e-12)
+
+
+SIDE_PREDICTION_SPEC = """name: side_prediction
+inputs: {x: [batch, 4], t: [batch, 3]}
+params: {W: [4, 3]}
+nodes:
+  z: x @ W
+  p: softmax(z, axis=1)
+  loss: mean((z - t) ** 2)
+output: loss
+predict: p
+"""
+
+
+def test_forward_leaves_a_prediction_off_the_loss_path_to_predict(tmp_path: Path) -> None:
+    """A `predict` value the loss does not read is `predict`'s work alone: forward
+    computed it and never read it (wasted time, and ruff's F841)."""
+    module = compile_module(SIDE_PREDICTION_SPEC, tmp_path)
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    forward = source.split("\ndef forward(")[1].split("\ndef backward(")[0]
+    predict = source.split("\ndef predict(")[1]
+    assert "softmax" not in forward and "p = " not in forward
+    assert "    p = t_p_0 / t_p_0.sum(axis=1, keepdims=True)" in predict
+    rng = np.random.default_rng(0)
+    params, x, t = module.init_params(0), rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    z = x @ params["W"]
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(module.predict(params, x), expected, rtol=1e-12)
+    np.testing.assert_allclose(module.forward(params, x, t)[0], ((z - t) ** 2).mean(), rtol=1e-12)
