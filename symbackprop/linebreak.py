@@ -4,18 +4,21 @@ The generated module must be left as it is by `ruff format` at ruff's default li
 (a user's repository formats generated code with its own settings, not ours), so a line
 too long for one line is written the way ruff would write it:
 
-- "call": `t = f(` / the arguments on one line / `)` (also a subscript, `cache[` ... `]`);
+- "call": `t = f(` / the arguments on one line / `)`, split at the brackets that close
+  the line (also a subscript, `cache[` ... `]`, and `(h > 0).astype(` ... `)`);
 - "arguments": the same with one argument a line and a trailing comma, where the
   arguments fit on no one line;
 - "parens": an operator expression (or an attribute, `x.shape`) in parentheses on a line
   of its own;
-- "leading": a text that starts with parentheses, `(h > 0).astype(DTYPE)`, broken inside
-  them;
 - "operands": the same with one operand a line, each after its operator, where the
-  expression fits on no one line (split at its lowest-precedence operators).
+  expression fits on no one line (split at its lowest-precedence operators);
+- "leading": a text that starts with parentheses, `(h > 0).astype(DTYPE)`, broken inside
+  them where the "call" form does not fit.
 
-The emitter first moves subexpressions to lines of their own where it can (`emit._fit`);
-"arguments" and "operands" are for what is left, lines of long names.
+Dict entries of the module's constants and `init_params` have their own two: `Entry` (a
+call) and `tuple_entry` (a tuple, one item a line). Checked against ruff itself by
+tests/test_lint.py. The emitter first moves subexpressions to lines of their own where
+it can (`emit._fit`); "arguments" and "operands" are for what is left, lines of long names.
 """
 
 from __future__ import annotations
