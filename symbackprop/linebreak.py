@@ -56,17 +56,6 @@ def _depths(text: str) -> Iterator[tuple[int, str, int]]:
             depth += 1
 
 
-def _single_call(text: str) -> re.Match[str] | None:
-    """The head `f(` or `x[` of a text that is one call or subscript, closed at its end."""
-    head = _HEAD.match(text)
-    if head is None:
-        return None
-    for index, character, depth in _depths(text[head.end() - 1 :]):
-        if depth == 0 and index > 0:
-            return head if character in _CLOSING and index == len(text) - head.end() else None
-    return None
-
-
 def _last_group(text: str) -> int | None:
     """Where the brackets that close at the end of `text` open (None if it does not end in
     a bracket)."""
@@ -78,6 +67,12 @@ def _last_group(text: str) -> int | None:
         if depth == 0:
             return index
     return None
+
+
+def _single_call(text: str) -> re.Match[str] | None:
+    """The head `f(` or `x[` of a text that is one call or subscript, closed at its end."""
+    head = _HEAD.match(text)
+    return head if head is not None and _last_group(text) == head.end() - 1 else None
 
 
 def call_parts(text: str) -> tuple[str, str, str]:
@@ -123,9 +118,10 @@ def preferred_wrap(target: str, text: str, operator: str, is_operation: bool) ->
     that way ("" if none applies): what the emitter accepts before moving parts to other
     lines. `is_operation`: the text is an operator expression (a sum, a negation, ...)."""
     if text.startswith("(") and not operand_lines(text):
-        head, body, _ = call_parts(text) if _last_group(text) else (text, "", "")
-        if head != text[:1] and fits_one_line(target, head, operator) and _fits_indented(body):
-            return "call"  # `t = (h > 0).astype(` / `DTYPE` / `)`: ruff splits the last call
+        if _last_group(text):  # a call after the parentheses: `(h > 0).astype(DTYPE)`
+            head, body, _ = call_parts(text)
+            if fits_one_line(target, head, operator) and _fits_indented(body):
+                return "call"  # `t = (h > 0).astype(` / `DTYPE` / `)`: ruff splits that call
         body, tail = leading_parts(text)
         return "leading" if _fits_indented(body) and fits_one_line("", tail) else ""
     head = _single_call(text)
