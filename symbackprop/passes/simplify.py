@@ -58,14 +58,20 @@ def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
     return dataclasses.replace(statement, expr=expr)
 
 
+def _read_beside(statements: list[Statement], ops: tuple[type, ...]) -> set[sp.Basic]:
+    """The values `statements` read other than through `ops` (which read only a shape)."""
+    read: set[sp.Basic] = set()
+    for statement in statements:
+        blanked = statement.expr.replace(lambda e: isinstance(e, ops), lambda e: sp.S.Zero)
+        read |= blanked.free_symbols
+    return read
+
+
 def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
     """Backward lines that only need a value's shape read it from an input or a param of
     the same shape where one exists, so the value itself need not be kept for backward."""
     shape_only = (ShapeOf, Count, OneHot)
-    read: set[sp.Basic] = set()
-    for statement in statements:
-        blanked = statement.expr.replace(lambda e: isinstance(e, shape_only), lambda e: sp.S.Zero)
-        read |= blanked.free_symbols
+    read = _read_beside(statements, shape_only)
     # values the backward pass reads anyway come first, then leaves, then named values
     candidates = [node for node in graph.nodes if node.symbol in read]
     candidates += [node for node in graph.nodes if node.kind != "op"]
@@ -178,12 +184,7 @@ def batch_sums(statements: list[Statement], graph: Graph) -> list[Statement]:
     to `d.sum(axis=0)` where no other sum shares its ones (CSE made no temporary of them:
     making the ones costs what one sum saves), or where no such value has the dim."""
 
-    def blank(item: sp.Basic) -> bool:
-        return isinstance(item, Ones)
-
-    read = set().union(
-        *(s.expr.replace(blank, lambda _: sp.S.Zero).free_symbols for s in statements)
-    )
+    read = _read_beside(statements, (Ones,))
     donors = [node for node in graph.nodes if node.symbol in read]
     sourced: dict[sp.Basic, sp.Basic] = {}
     orphans: set[sp.Symbol] = set()
