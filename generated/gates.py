@@ -39,6 +39,9 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "w": ((), "float64"),
 }
 
+# DTYPE as a dtype object: np.asarray and np.ones take it without parsing a name.
+_DTYPE = np.dtype(DTYPE)
+
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
     """Params drawn from `seed` in spec order: the same seed gives the same params."""
@@ -64,10 +67,10 @@ def forward(
     Returns:
         m, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    x = np.asarray(x, dtype=DTYPE)
-    y = np.asarray(y, dtype=DTYPE)
-    z = np.asarray(z, dtype=DTYPE)
-    w = np.asarray(w, dtype=DTYPE)
+    x = np.asarray(x, dtype=_DTYPE)
+    y = np.asarray(y, dtype=_DTYPE)
+    z = np.asarray(z, dtype=_DTYPE)
+    w = np.asarray(w, dtype=_DTYPE)
     q = x + y
     f = q * z
     m = np.maximum(f, w)

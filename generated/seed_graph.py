@@ -33,6 +33,9 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "b": ((), "float64"),
 }
 
+# DTYPE as a dtype object: np.asarray and np.ones take it without parsing a name.
+_DTYPE = np.dtype(DTYPE)
+
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
     """Params drawn from `seed` in spec order: the same seed gives the same params."""
@@ -54,8 +57,8 @@ def forward(
     Returns:
         e, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    a = np.asarray(a, dtype=DTYPE)
-    b = np.asarray(b, dtype=DTYPE)
+    a = np.asarray(a, dtype=_DTYPE)
+    b = np.asarray(b, dtype=_DTYPE)
     c = a + b
     d = b + 1
     e = c * d

@@ -51,6 +51,9 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "y": (("batch", 1), "float64"),
 }
 
+# DTYPE as a dtype object: np.asarray and np.ones take it without parsing a name.
+_DTYPE = np.dtype(DTYPE)
+
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """fan_in, fan_out of a weight shaped [in, out, ...]; a vector counts as both."""
@@ -103,14 +106,14 @@ def forward(
     Returns:
         loss, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    W1 = np.asarray(params["W1"], dtype=DTYPE)
-    b1 = np.asarray(params["b1"], dtype=DTYPE)
-    W2 = np.asarray(params["W2"], dtype=DTYPE)
-    b2 = np.asarray(params["b2"], dtype=DTYPE)
-    W3 = np.asarray(params["W3"], dtype=DTYPE)
-    b3 = np.asarray(params["b3"], dtype=DTYPE)
-    x = np.asarray(x, dtype=DTYPE)
-    y = np.asarray(y, dtype=DTYPE)
+    W1 = np.asarray(params["W1"], dtype=_DTYPE)
+    b1 = np.asarray(params["b1"], dtype=_DTYPE)
+    W2 = np.asarray(params["W2"], dtype=_DTYPE)
+    b2 = np.asarray(params["b2"], dtype=_DTYPE)
+    W3 = np.asarray(params["W3"], dtype=_DTYPE)
+    b3 = np.asarray(params["b3"], dtype=_DTYPE)
+    x = np.asarray(x, dtype=_DTYPE)
+    y = np.asarray(y, dtype=_DTYPE)
     s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
@@ -173,7 +176,7 @@ def backward(
     d_s3 = np.multiply(d_h3, h3 * (1 - h3), out=d_h3)
     del d_h3
     # ones @ d sums the rows of d in one BLAS call
-    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)
+    t_ones_batch = np.ones(x.shape[0], dtype=_DTYPE)
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = np.dot(t_ones_batch, d_s3)
     # dL/dW3 = h2^T @ dL/ds3
@@ -252,13 +255,13 @@ def predict(
     Returns:
         h3: [batch, 1], float64.
     """
-    W1 = np.asarray(params["W1"], dtype=DTYPE)
-    b1 = np.asarray(params["b1"], dtype=DTYPE)
-    W2 = np.asarray(params["W2"], dtype=DTYPE)
-    b2 = np.asarray(params["b2"], dtype=DTYPE)
-    W3 = np.asarray(params["W3"], dtype=DTYPE)
-    b3 = np.asarray(params["b3"], dtype=DTYPE)
-    x = np.asarray(x, dtype=DTYPE)
+    W1 = np.asarray(params["W1"], dtype=_DTYPE)
+    b1 = np.asarray(params["b1"], dtype=_DTYPE)
+    W2 = np.asarray(params["W2"], dtype=_DTYPE)
+    b2 = np.asarray(params["b2"], dtype=_DTYPE)
+    W3 = np.asarray(params["W3"], dtype=_DTYPE)
+    b3 = np.asarray(params["b3"], dtype=_DTYPE)
+    x = np.asarray(x, dtype=_DTYPE)
     s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))

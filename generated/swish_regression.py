@@ -45,6 +45,9 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "y": (("batch", 1), "float64"),
 }
 
+# DTYPE as a dtype object: np.asarray and np.ones take it without parsing a name.
+_DTYPE = np.dtype(DTYPE)
+
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """fan_in, fan_out of a weight shaped [in, out, ...]; a vector counts as both."""
@@ -93,12 +96,12 @@ def forward(
     Returns:
         loss, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    W1 = np.asarray(params["W1"], dtype=DTYPE)
-    b1 = np.asarray(params["b1"], dtype=DTYPE)
-    W2 = np.asarray(params["W2"], dtype=DTYPE)
-    b2 = np.asarray(params["b2"], dtype=DTYPE)
-    x = np.asarray(x, dtype=DTYPE)
-    y = np.asarray(y, dtype=DTYPE)
+    W1 = np.asarray(params["W1"], dtype=_DTYPE)
+    b1 = np.asarray(params["b1"], dtype=_DTYPE)
+    W2 = np.asarray(params["W2"], dtype=_DTYPE)
+    b2 = np.asarray(params["b2"], dtype=_DTYPE)
+    x = np.asarray(x, dtype=_DTYPE)
+    y = np.asarray(y, dtype=_DTYPE)
     s1 = np.dot(x, W1)
     s1 += b1
     t_h1_0 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
@@ -151,7 +154,7 @@ def backward(
     d_p = d_t_loss_0 * (2 * p - 2 * y)
     del d_t_loss_0
     # ones @ d sums the rows of d in one BLAS call
-    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)
+    t_ones_batch = np.ones(x.shape[0], dtype=_DTYPE)
     # dL/db2 = sum over broadcast axes of dL/dp
     d_b2 = np.dot(t_ones_batch, d_p)
     # dL/dW2 = h1^T @ dL/dp

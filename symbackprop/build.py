@@ -271,7 +271,8 @@ def _softmax_cross_entropy(lowering: _NodeLowering, term: fm.Call) -> Val:
     if not logits.type.shape:
         raise lowering.fail("softmax_cross_entropy needs logits with a class axis", term.loc)
     log_probs = lowering._tensor_op(LogSoftmax, [logits], (len(logits.type.shape) - 1,), term.loc)
-    return lowering._tensor_op(NegLogLikelihood, [log_probs, labels], (reduction,), term.loc)
+    attrs = (reduction, log_probs.type.shape[-1], log_probs.type.dtype)
+    return lowering._tensor_op(NegLogLikelihood, [log_probs, labels], attrs, term.loc)
 
 
 # Losses are formulas over the ops above: mean((p - y)**2), mean(softplus(z) - z * t), and

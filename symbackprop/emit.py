@@ -443,12 +443,12 @@ def render(optimized: Optimized) -> str:
     def setup(names: set[str]) -> list[Line]:
         """The params and inputs a block reads, each converted once to its dtype."""
         params = [
-            (code_name(param.name), f'params["{param.name}"]', "DTYPE")
+            (code_name(param.name), f'params["{param.name}"]', printer.dtype_text(spec.dtype))
             for param in spec.params
             if code_name(param.name) in names
         ]
         inputs = [
-            (item.name, item.name, "DTYPE" if item.dtype == spec.dtype else f"np.{item.dtype}")
+            (item.name, item.name, printer.dtype_text(item.dtype))
             for item in spec.inputs
             if item.name in names
         ]

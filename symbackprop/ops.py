@@ -29,7 +29,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
 from .functions import Maximum
-from .ir import Attr, Shape, TensorType, reduced_axes, shape_text
+from .ir import Attr, Dim, Shape, TensorType, reduced_axes, shape_text
 
 if TYPE_CHECKING:
     from .printer import NumpyPrinter
@@ -450,7 +450,9 @@ class NegLogLikelihood(TensorOp):
     precedence = PRECEDENCE["Add"]
 
     @classmethod
-    def infer(cls, types: list[TensorType], reduction: str) -> TensorType:
+    def infer(cls, types: list[TensorType], reduction: str, classes: Dim, dtype: str) -> TensorType:
+        """Attrs: the reduction, and the class count and dtype of the log-probabilities
+        (the printer picks the labels' one-hot rows from a table for few classes)."""
         logp, labels = types
         if labels.dtype not in ("int32", "int64"):
             raise ShapeError(f"labels must be an int tensor, not {labels.dtype}")
@@ -465,7 +467,7 @@ class NegLogLikelihood(TensorOp):
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
         _, labels = ctx.operands
-        (reduction,) = self.attrs
+        reduction = self.attrs[0]
         scale = -ctx.d if reduction == "sum" else -ctx.d / Count.make(labels, attrs=(None,))
         grad = OneHot(labels, ctx.operands[0]) * scale
         return (
@@ -473,11 +475,15 @@ class NegLogLikelihood(TensorOp):
             None,
         )
 
-    helpers = ("picked",)
+    helpers = ("picked", "picked_sum")
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        total = f"-{printer.call('_picked', self.args[:2])}.sum()"
-        if self.attrs[0] == "sum":
+        reduction, classes, dtype = self.attrs
+        args = [printer._print(arg) for arg in self.tensor_args]
+        if isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES:
+            args.append(printer.use_one_hot_rows(classes, dtype))
+        total = f"-_picked_sum({', '.join(args)})"
+        if reduction == "sum":
             return total
         labels = printer.parenthesize(self.args[1], PRECEDENCE["Atom"])
         return f"{total} / {labels}.size"
@@ -668,4 +674,8 @@ class Fill(TensorOp):
             if sources
             else "()"
         )
-        return printer.call("np.full", [], raw_args=[shape, printer.doprint(value), "dtype=DTYPE"])
+        return printer.call(
+            "np.full",
+            [],
+            raw_args=[shape, printer.doprint(value), f"dtype={printer.dtype_text(printer.dtype)}"],
+        )

@@ -55,7 +55,7 @@ class NumpyPrinter(StrPrinter):
     printmethod = "_numpy_text"
 
     def __init__(self, dtype: str = "float64") -> None:
-        """`dtype`: the module's DTYPE, which the text names rather than spells out."""
+        """`dtype`: the module's dtype, which the text names (`_DTYPE`) rather than spells out."""
         super().__init__({"order": None})
         self.dtype = dtype
         self.helpers_used: set[str] = set()
@@ -75,7 +75,7 @@ class NumpyPrinter(StrPrinter):
         return name
 
     def dtype_text(self, dtype: str) -> str:
-        return "DTYPE" if dtype == self.dtype else f"np.{dtype}"
+        return "_DTYPE" if dtype == self.dtype else f"np.{dtype}"
 
     # --- building blocks used by ops.py ------------------------------------------------
 
@@ -273,7 +273,7 @@ class NumpyPrinter(StrPrinter):
         x, at_zero = expr.args
         if at_zero == 0:
             # np.heaviside is several times slower than a comparison and a cast
-            return f"({self._print(x)} > 0).astype(DTYPE)"
+            return f"({self._print(x)} > 0).astype(_DTYPE)"
         return self.call("np.heaviside", expr.args)
 
     def _print_Relu(self, expr: sp.Function) -> str:

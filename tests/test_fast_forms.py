@@ -1,10 +1,11 @@
 """The forms the generated code takes for speed, where they are not the obvious ones:
-`np.dot` for matrix products (`np.matmul` for a large weight gradient), one vector of
-ones shared by every bias gradient of a batch
-(`np.dot(t_ones_batch, d_s)` rather than `d_s.sum(axis=0)`), and one-hot rows taken from an
-identity-matrix constant for cross-entropy over few classes. Each form is checked where
-it applies and where it must not, and its gradients against PyTorch and finite
-differences."""
+`np.dot` for matrix products (`np.matmul` for a large weight gradient); one vector of
+ones shared by every bias gradient of a batch (`np.dot(t_ones_batch, d_s)` rather than
+`d_s.sum(axis=0)`); one-hot rows taken from an identity-matrix constant for
+cross-entropy over few classes (in the loss, one dot product picks and sums); and a
+dtype object, `_DTYPE`, where NumPy would parse DTYPE's name on every call. Each form
+is checked where it applies and where it must not, and its gradients against PyTorch
+and finite differences."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def test_every_bias_gradient_of_the_batch_shares_one_vector_of_ones(tmp_path: Pa
     text = mlp([4, 6, 5, 3])
     source = compile_text(text, "fast.yaml")
     assert source.count("np.ones(") == 1
-    assert "    t_ones_batch = np.ones(x.shape[0], dtype=DTYPE)\n" in source
+    assert "    t_ones_batch = np.ones(x.shape[0], dtype=_DTYPE)\n" in source
     for layer, delta in (("3", "d_s3"), ("2", "d_s2"), ("1", "d_s1")):
         assert f"    d_b{layer} = np.dot(t_ones_batch, {delta})\n" in source
     assert ".sum(axis=0)" not in _code(source)
@@ -169,7 +170,7 @@ def test_a_single_bias_gradient_keeps_its_sum(tmp_path: Path) -> None:
 def test_a_fixed_batch_size_writes_the_length_of_the_ones(tmp_path: Path) -> None:
     text = mlp([4, 6, 3], batch="5")
     source = compile_text(text, "fast.yaml")
-    assert "    t_ones_5_rows = np.ones(5, dtype=DTYPE)" in source
+    assert "    t_ones_5_rows = np.ones(5, dtype=_DTYPE)" in source
     check_gradients(text, tmp_path)
 
 
@@ -186,7 +187,7 @@ nodes:
   loss: sum(u) + sum(v) + sum(m)
 """
     source = compile_text(text, "fast.yaml")
-    assert "    t_ones_2_rows = np.ones(2, dtype=DTYPE)" in source
+    assert "    t_ones_2_rows = np.ones(2, dtype=_DTYPE)" in source
     assert ".shape[" not in _code(source).split("def backward")[1]
     rng = np.random.default_rng(2)
     inputs = {
@@ -202,7 +203,7 @@ def test_the_ones_keep_no_array_alive_for_their_length(tmp_path: Path) -> None:
     text = mlp([4, 6, 5, 3]) + "wrt: [b1, W2, b2, W3, b3]\n"
     source = compile_text(text, "fast.yaml")
     assert source.count("np.ones(") == 1
-    assert "    t_ones_batch = np.ones(y.shape[0], dtype=DTYPE)\n" in source
+    assert "    t_ones_batch = np.ones(y.shape[0], dtype=_DTYPE)\n" in source
     module = check_gradients(text, tmp_path)
     params = module.init_params(0)
     _, cache = module.forward(params, np.ones((3, 4)), np.array([0, 1, 2]))
@@ -344,7 +345,7 @@ wrt: [W, b]
 def test_few_classes_take_their_one_hot_rows_from_an_identity_matrix(tmp_path: Path) -> None:
     text = mlp([4, 6, 3])
     source = compile_text(text, "fast.yaml")
-    assert "\n_ONE_HOT_ROWS_3 = np.eye(3, dtype=DTYPE)\n" in source
+    assert "\n_ONE_HOT_ROWS_3 = np.eye(3, dtype=_DTYPE)\n" in source
     assert "_probs_minus_one_hot(t_loss_0, y, d_loss / y.size, _ONE_HOT_ROWS_3)" in source
     check_gradients(text, tmp_path)
 
@@ -380,6 +381,68 @@ def test_one_hot_rows_from_the_table_stay_small(tmp_path: Path, table: bool) -> 
         took_rows = table and batch * 80 <= ONE_HOT_TABLE_MAX_BYTES
         assert (peak >= 1.9 * result.nbytes) == took_rows, (batch, peak, result.nbytes)
         assert peak <= (2.1 if took_rows else 1.5) * result.nbytes  # the scatter's indices
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_the_loss_picks_through_the_table_while_its_rows_are_small(
+    tmp_path: Path, table: bool
+) -> None:
+    """`_picked_sum` takes the labels' one-hot rows and sums the picks in one dot product
+    while the rows fill at most ONE_HOT_TABLE_MAX_BYTES; past that, or with no table, it
+    indexes and sums. Both give the sum of log_probs at the labels."""
+    text = mlp([4, 10])
+    assert "loss = -_picked_sum(t_loss_0, y, _ONE_HOT_ROWS_10) / y.size" in compile_text(
+        text, "fast.yaml"
+    )
+    module = import_source(compile_text(text, "fast.yaml"), tmp_path)
+    rows = module._ONE_HOT_ROWS_10.view(_TakeCounter) if table else None
+    rng = np.random.default_rng(5)
+    for batch in (1, 7, ONE_HOT_TABLE_MAX_BYTES // 80, ONE_HOT_TABLE_MAX_BYTES // 80 + 1):
+        log_probs = np.log(rng.dirichlet(np.ones(10), size=batch))
+        labels = rng.integers(0, 10, batch)
+        _TakeCounter.takes = 0
+        total = module._picked_sum(log_probs, labels, rows)
+        expected = log_probs[np.arange(batch), labels].sum()
+        assert total == pytest.approx(expected, rel=1e-12)
+        assert _TakeCounter.takes == int(table and batch * 80 <= ONE_HOT_TABLE_MAX_BYTES)
+
+
+MASKED_LOGITS = """
+name: masked
+inputs:
+  z: [batch, 4]
+  y: {shape: [batch], dtype: int64}
+params:
+  w: {shape: [4], init: normal}
+nodes:
+  logits: z + w
+  loss: softmax_cross_entropy(logits, y)
+wrt: [w]
+"""
+
+
+def test_a_logit_of_minus_infinity_away_from_the_label_leaves_the_loss_finite(
+    tmp_path: Path,
+) -> None:
+    """A masked class (logit -inf) has log-probability -inf: the table's dot product would
+    make 0 * -inf = NaN of it, so the picks are summed instead, as PyTorch does."""
+    module = import_source(compile_text(MASKED_LOGITS, "fast.yaml"), tmp_path)
+    params = {"w": np.array([0.1, -0.2, 0.3, 0.05])}
+    z = np.array([[1.0, -np.inf, 0.5, 2.0], [0.3, 0.2, -np.inf, -1.0]])
+    y = np.array([0, 3])
+    loss, grads = module.value_and_grad(params, z=z, y=y)
+    logits = z + params["w"]
+    finite = np.where(np.isfinite(logits), logits, -np.inf)
+    log_probs = finite - np.log(np.exp(finite).sum(axis=1, keepdims=True))
+    assert loss == pytest.approx(-log_probs[np.arange(2), y].mean(), rel=1e-12)
+    expected_grad = (np.exp(log_probs) - np.eye(4)[y]).mean(axis=0)
+    np.testing.assert_allclose(grads["w"], expected_grad, rtol=1e-12, atol=1e-15)
+    if _has_torch():
+        import torch
+
+        tensor = torch.tensor(logits, requires_grad=True)
+        expected = torch.nn.functional.cross_entropy(tensor, torch.tensor(y))
+        assert loss == pytest.approx(float(expected.detach()), rel=1e-12)
 
 
 class _TakeCounter(np.ndarray):
