@@ -270,7 +270,8 @@ def _softmax_cross_entropy(lowering: _NodeLowering, term: fm.Call) -> Val:
     (logits, labels), reduction = _loss_reduction(lowering, term, 2)
     if not logits.type.shape:
         raise lowering.fail("softmax_cross_entropy needs logits with a class axis", term.loc)
-    log_probs = lowering._tensor_op(LogSoftmax, [logits], (len(logits.type.shape) - 1,), term.loc)
+    last_axis = {"axis": len(logits.type.shape) - 1}
+    log_probs = lowering._tensor_op(LogSoftmax, [logits], last_axis, term.loc)
     attrs = (reduction, log_probs.type.shape[-1], log_probs.type.dtype)
     return lowering._tensor_op(NegLogLikelihood, [log_probs, labels], attrs, term.loc)
 

@@ -528,9 +528,9 @@ def render(optimized: Optimized) -> str:
         ],
         "helpers": sorted(helpers),
         "one_hot_table_max_bytes": ONE_HOT_TABLE_MAX_BYTES,
-        "one_hot_tables": [
-            {"name": name, "classes": classes, "dtype": dtype}
-            for name, (classes, dtype) in sorted(printer.one_hot_tables.items())
+        "constants": [
+            {"name": name, "comment": textwrap.wrap(comment, LINE_LIMIT - 2), "value": value}
+            for name, (comment, value) in sorted(printer.constants.items())
         ],
         "forward": forward_block,
         "saved": saved,

@@ -394,17 +394,40 @@ class Softmax(_AxisOp):
 
 
 class LogSoftmax(_AxisOp):
+    """Attrs: the axis; the length of a matrix's rows when the axis is theirs and the
+    length a number (else None); the dtype. Such rows are summed by a product with a
+    column of ones: one BLAS call, where `.sum(axis=1)` loops over the rows in C."""
+
     language_name = "log_softmax"
     helpers = ("log_softmax",)
+
+    @classmethod
+    def attrs_from(cls, types: list[TensorType], keywords: dict[str, Any]) -> tuple[Any, ...]:
+        (axis,) = super().attrs_from(types, keywords)
+        shape = types[0].shape
+        row = shape[1] if len(shape) == 2 and axis == 1 and isinstance(shape[1], int) else None
+        return axis, row, float_dtype(types, "log_softmax")
+
+    @classmethod
+    def infer(cls, types: list[TensorType], axis: int, *rows_and_dtype: Any) -> TensorType:
+        return super().infer(types, axis)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return self._call(printer)
 
     def in_place_text(self, printer: NumpyPrinter) -> str:
         """Written into its operand's array (`passes.inplace` knows when none reads it
         after): the logits of a large batch are the forward pass's largest arrays."""
-        (x,) = self.tensor_args
-        return printer.call("_log_softmax", [x], {"axis": self.attrs[0], "out": x})
+        return self._call(printer, out=self.tensor_args[0])
+
+    def _call(self, printer: NumpyPrinter, out: sp.Expr | None = None) -> str:
+        axis, row, dtype = self.attrs
+        ones = sp.Symbol(printer.use_ones_column(row, dtype)) if row is not None else None
+        keywords = {"axis": axis, "out": out, "row_ones": ones}
+        return printer.call("_log_softmax", self.tensor_args, keywords)
 
     def adjoint(self, ctx: AdjointContext) -> tuple[Contribution, ...]:
-        (axis,) = self.attrs
+        axis = self.attrs[0]
         out, d = ctx.out, ctx.d
         fused = _cross_entropy_scale(ctx.d_expr, out, axis, len(ctx.shape(out)))
         if fused is not None:

@@ -59,8 +59,8 @@ class NumpyPrinter(StrPrinter):
         super().__init__({"order": None})
         self.dtype = dtype
         self.helpers_used: set[str] = set()
-        # module constants the text reads: name -> (classes, dtype text)
-        self.one_hot_tables: dict[str, tuple[int, str]] = {}
+        # module constants the text reads: name -> (comment, value)
+        self.constants: dict[str, tuple[str, str]] = {}
 
     def use_helper(self, name: str) -> None:
         """Record a module helper the printed text calls (the module defines only those)."""
@@ -68,10 +68,23 @@ class NumpyPrinter(StrPrinter):
 
     def use_one_hot_rows(self, classes: int, dtype: str) -> str:
         """The name of the module constant whose row k is one_hot(k) among `classes`."""
-        name = f"_ONE_HOT_ROWS_{classes}"
+        comment = (
+            f"Row k is one_hot(k) among {classes} classes: cross-entropy takes a batch's "
+            "one-hot rows from it in one call."
+        )
+        value = f"np.eye({classes}, dtype={self.dtype_text(dtype)})"
+        return self._constant(f"_ONE_HOT_ROWS_{classes}", dtype, comment, value)
+
+    def use_ones_column(self, length: int, dtype: str) -> str:
+        """The name of the module constant holding a column of `length` ones."""
+        comment = f"x @ this column of {length} ones sums each row of x in one BLAS call."
+        value = f"np.ones(({length}, 1), dtype={self.dtype_text(dtype)})"
+        return self._constant(f"_ONES_COLUMN_{length}", dtype, comment, value)
+
+    def _constant(self, name: str, dtype: str, comment: str, value: str) -> str:
         if dtype != self.dtype:
             name += f"_{dtype.upper()}"
-        self.one_hot_tables[name] = (classes, self.dtype_text(dtype))
+        self.constants[name] = (comment, value)
         return name
 
     def dtype_text(self, dtype: str) -> str:

@@ -110,7 +110,7 @@ def test_log_softmax_writes_over_the_logits_it_no_longer_needs(tmp_path) -> None
     logits and the exp's array, as hand-written code that works in place does, not three
     arrays of their size."""
     source = compile_text(CLASSES_SPEC, "classes.yaml")
-    assert "    t_loss_0 = _log_softmax(s1, axis=1, out=s1)\n" in source
+    assert "    t_loss_0 = _log_softmax(s1, axis=1, out=s1, row_ones=_ONES_COLUMN_500)\n" in source
     module = import_source(source, tmp_path)
     rng = np.random.default_rng(0)
     params = module.init_params(0)
