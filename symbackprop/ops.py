@@ -536,6 +536,27 @@ class Count(TensorOp):
         return PRECEDENCE["Mul"] if axes is not None and len(axes) > 1 else PRECEDENCE["Atom"]
 
 
+class DimsOf(TensorOp):
+    """A value's shape, or how many elements it has along some axes, written from its
+    dims where the value itself is not kept: a number as it is, a named dim read off
+    `source`, a value the backward pass has anyway (`(x.shape[0], 4)`, `x.shape[0] * 4`).
+    Attrs: per dim, a number or the axis of `source` that has it; and "shape" or
+    "count". With no named dim, `source` is 0 and no value is read."""
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        dims, form = self.attrs
+        source = printer.parenthesize(self.args[0], PRECEDENCE["Atom"])
+        parts = [str(size) if fixed else f"{source}.shape[{size}]" for fixed, size in dims]
+        if form == "count":
+            return " * ".join(parts) or "1"
+        return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+
+    @property
+    def precedence(self) -> int:  # type: ignore[override]
+        dims, form = self.attrs
+        return PRECEDENCE["Mul"] if form == "count" and len(dims) > 1 else PRECEDENCE["Atom"]
+
+
 class Copy(TensorOp):
     """A fresh, writable array: for a gradient that would be a read-only broadcast view or
     the same array as another gradient (users update gradients in place)."""

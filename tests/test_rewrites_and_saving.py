@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from symbackprop.compiler import compile_text
-from tests.support import import_source
+from tests.support import central_differences, import_source
 
 STABLE_FORMS = {  # a pattern of the printed form: the comment that must name it
     r"np\.exp\(-np\.logaddexp\(0, ": "sigmoid as exp(-logaddexp(0, -x))",
@@ -215,3 +215,47 @@ def test_a_recomputed_temporary_the_forward_pass_keeps_is_not_saved_too() -> Non
     source = compile_text(spec, "twice.yaml")
     assert "t_h1_0 = np.tanh(np.logaddexp(0, s1))" in source
     assert not [key for key in _cache_keys(source) if key.startswith("t_")]
+
+
+SHAPE_ONLY = """
+name: shape_only
+inputs: {{x: [batch, 3], u: [time, 5]}}
+params:
+  W: {{shape: [3, 4], init: normal}}
+  V: {{shape: [4, 5], init: normal}}
+nodes:
+  s: {value}
+  loss: {loss}
+wrt: [W]
+"""
+
+
+@pytest.mark.parametrize(
+    ("value", "loss", "written", "kept"),
+    [
+        # the adjoint of a sum reads s only for its shape: x has its one named dim
+        ("x @ W", "sum(s)", "np.broadcast_to(d_loss, (x.shape[0], 4))", False),
+        ("x @ W", "mean(s)", "np.broadcast_to(d_loss / (x.shape[0] * 4), (x.shape[0], 4))", False),
+        # a fixed shape is written as numbers, and reads no value
+        ("W @ V", "sum(s)", "np.broadcast_to(d_loss, (3, 5))", False),
+        # no one value has both named dims: s is kept for its shape
+        ("x @ W @ V @ transpose(u)", "sum(s)", "np.broadcast_to(d_loss, s.shape)", True),
+    ],
+)
+def test_a_value_read_only_for_its_shape_is_not_kept(
+    tmp_path, value: str, loss: str, written: str, kept: bool
+) -> None:
+    """Where the backward pass reads a forward value only for its dims, they are written
+    out (numbers, and named dims read off a value it has anyway), and the forward pass
+    does not keep the value in its cache for them."""
+    text = SHAPE_ONLY.format(value=value, loss=loss)
+    source = compile_text(text, "shape_only.yaml")
+    assert written in source
+    assert ("s" in _cache_keys(source)) == kept
+    module = import_source(source, tmp_path)
+    rng = np.random.default_rng(0)
+    params = {"W": rng.standard_normal((3, 4)), "V": rng.standard_normal((4, 5))}
+    inputs = {"x": rng.standard_normal((6, 3)), "u": rng.standard_normal((7, 5))}
+    _, grads = module.value_and_grad(params, **inputs)
+    differences = central_differences(module, params, inputs)
+    np.testing.assert_allclose(grads["W"], differences["W"], rtol=1e-6, atol=1e-8)

@@ -2,7 +2,7 @@
 
 In pipeline order: `copy_propagation`, `shape_donors`, `inline_single_use`,
 `dead_code`, `common_subexpressions`, `recompute_elementwise` (what to save),
-`batch_sums`, then naming and scheduling (`naming.py`).
+`batch_sums`, `dims_read_beside`, then naming and scheduling (`naming.py`).
 """
 
 from .cse import common_subexpressions
@@ -11,6 +11,7 @@ from .simplify import (
     batch_sums,
     copy_propagation,
     dead_code,
+    dims_read_beside,
     fold_numbers,
     inline_single_use,
     own_results,
@@ -22,6 +23,7 @@ __all__ = [
     "common_subexpressions",
     "copy_propagation",
     "dead_code",
+    "dims_read_beside",
     "fold_numbers",
     "inline_single_use",
     "own_results",

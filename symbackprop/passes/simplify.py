@@ -10,7 +10,18 @@ from collections.abc import Iterable
 import sympy as sp
 
 from ..ir import Graph, Statement
-from ..ops import BatchSum, BroadcastTo, Copy, Count, Fill, OneHot, Ones, ShapeOf, TensorOp
+from ..ops import (
+    BatchSum,
+    BroadcastTo,
+    Copy,
+    Count,
+    DimsOf,
+    Fill,
+    OneHot,
+    Ones,
+    ShapeOf,
+    TensorOp,
+)
 from ..reverse import adjoint_symbol
 
 
@@ -211,4 +222,46 @@ def batch_sums(statements: list[Statement], graph: Graph) -> list[Statement]:
         if expr.has(BatchSum):
             expr = expr.replace(undone, lambda item: item.as_sum())
         result.append(_with_expr(statement, expr) if expr != statement.expr else statement)
+    return result
+
+
+def dims_read_beside(statements: list[Statement], graph: Graph) -> list[Statement]:
+    """After CSE: a forward value that the backward pass reads only for its shape or its
+    size (the adjoint of a sum or a mean) is not kept for that alone. Its dims are
+    written out, numbers as they are and named dims off one value the backward pass
+    reads anyway, or an input or a param (`(x.shape[0], 4)`), where one has them all.
+    (`shape_donors`, before CSE, swaps in a value of the whole shape where it can.)"""
+    read = _read_beside(statements, (ShapeOf, Count, OneHot))
+    sources = [node for node in graph.nodes if node.symbol in read]
+    sources += [node for node in graph.nodes if node.kind != "op" and node not in sources]
+
+    def written_out(item: ShapeOf | Count) -> DimsOf | None:
+        value = item.args[0]
+        node = graph.by_symbol.get(value)  # type: ignore[call-overload]
+        if node is None or node.kind != "op" or value in read or not node.type.shape:
+            return None
+        shape = node.type.shape
+        axes = item.attrs[0] if isinstance(item, Count) else None
+        dims = [shape[axis] for axis in (range(len(shape)) if axes is None else axes)]
+        named = {dim for dim in dims if isinstance(dim, str)}
+        source = next((s for s in sources if named <= set(s.type.shape)), None)
+        if source is None:
+            return None
+        entries = tuple(
+            (True, dim) if isinstance(dim, int) else (False, source.type.shape.index(dim))
+            for dim in dims
+        )
+        form = "count" if isinstance(item, Count) else "shape"
+        return DimsOf.make(source.symbol if named else sp.S.Zero, attrs=(entries, form))
+
+    result = []
+    for statement in statements:
+        mapping = {
+            item: dims
+            for item in statement.expr.atoms(ShapeOf, Count)
+            if (dims := written_out(item)) is not None
+        }
+        result.append(
+            _with_expr(statement, statement.expr.xreplace(mapping)) if mapping else statement
+        )
     return result
