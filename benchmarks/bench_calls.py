@@ -8,7 +8,12 @@ hand-written code uses for the same step (float32, one thread, timeit's best of 
   (the generated backward pass makes them once for every layer; their cost is shown apart);
 - cross-entropy's backward step: softmax less the one-hot rows of the labels, by a scatter
   `p[rows, y] -= 1` against a `take` from the identity matrix of the classes; and the two
-  past `ONE_HOT_TABLE_MAX_BYTES` of rows, where the generated code scatters too.
+  past `ONE_HOT_TABLE_MAX_BYTES` of rows, where the generated code scatters too;
+- cross-entropy's loss: the log-probabilities at the labels picked by indexing and summed,
+  against one dot product with their one-hot rows from that table (while they are small);
+- log_softmax's row sums: `.sum(axis=1, keepdims=True)` against a product with a column
+  of ones (a module constant);
+- a dtype conversion that has nothing to do: a dtype's name against a dtype object.
 
     python benchmarks/bench_calls.py
 """
@@ -70,9 +75,34 @@ def cases() -> list[Case]:
         }
         step = f"bias gradient of {batch}x{width}"
         result.append(Case(step, "out = d.sum(axis=0)", "out = np.dot(ones, d)", names))
-    return result + [
+    result += [
         _one_hot_case(batch, classes, rng) for batch, classes in ((1, 10), (32, 10), (128, 10))
     ]
+    for batch, classes in ((1, 3), (32, 10), (128, 10)):
+        names = {
+            "log_probs": np.log(rng.dirichlet(np.ones(classes), batch)).astype(DTYPE),
+            "y": rng.integers(0, classes, batch),
+            "table": np.eye(classes, dtype=DTYPE),
+        }
+        step = f"loss: picked log-probabilities summed, {batch}x{classes}"
+        hand = "out = log_probs[np.arange(y.shape[0]), y].sum()"
+        result.append(Case(step, hand, "out = np.vdot(table.take(y, axis=0), log_probs)", names))
+    for batch, classes in ((1, 3), (32, 10), (128, 10)):
+        names = {
+            "exps": rng.random((batch, classes)).astype(DTYPE),
+            "column": np.ones((classes, 1), dtype=DTYPE),
+        }
+        step = f"log_softmax's row sums, {batch}x{classes}"
+        hand = "out = exps.sum(axis=1, keepdims=True)"
+        result.append(Case(step, hand, "out = np.dot(exps, column)", names))
+    names = {"x": rng.standard_normal((32, 8)).astype(DTYPE), "_DTYPE": np.dtype(DTYPE)}
+    step = "an array of the dtype already, 32x8"
+    result.append(
+        Case(
+            step, 'out = np.asarray(x, dtype="float32")', "out = np.asarray(x, dtype=_DTYPE)", names
+        )
+    )
+    return result
 
 
 def _one_hot_case(batch: int, classes: int, rng: np.random.Generator) -> Case:
@@ -142,8 +172,8 @@ def main(calls: int = CALLS) -> None:
     print()
     headers = ("step", "hand-written", "generated", "hand us", "generated us", "ratio")
     print_table(headers, timed(cases(), calls))
-    ones = seconds("np.ones(n, dtype=DTYPE)", {"n": 32, "DTYPE": "float32"}, calls)
-    print(f"making the ones, np.ones(32, dtype=DTYPE): {ones * 1e6:.2f} us, once a backward pass")
+    ones = seconds("np.ones(n, dtype=_DTYPE)", {"n": 32, "_DTYPE": np.dtype(DTYPE)}, calls)
+    print(f"making the ones, np.ones(32, dtype=_DTYPE): {ones * 1e6:.2f} us, once a backward pass")
     print()
     print("np.dot against np.matmul (`hand-written` here) for a weight gradient, whose inner dim")
     print(f"is the batch: the generated code prints matmul from {MATMUL_MIN_SIZE} elements on")
