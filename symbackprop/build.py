@@ -215,11 +215,12 @@ class _NodeLowering:
 
     def materialize(self, val: Val, loc: Loc) -> sp.Symbol:
         """A graph symbol holding `val` (a new anonymous node unless it is one already)."""
-        if isinstance(val.expr, sp.Symbol) and val.expr in self.graph.by_symbol:
+        lost = _shape_lost(self.graph, val)  # `w + 0 * x` is the symbol w, but x's shape
+        if isinstance(val.expr, sp.Symbol) and val.expr in self.graph.by_symbol and not lost:
             return val.expr
         if val.type.dtype == "const":
             raise self.fail("this argument must be a tensor, not a constant", loc)
-        expr = _filled(self, val, loc) if _shape_lost(self.graph, val) else val.expr
+        expr = _filled(self, val, loc) if lost else val.expr
         return self.builder.add_op(self.owner, expr, val.type, loc, anonymous=True).symbol
 
     def _tensor_op(self, op: type[TensorOp], vals: list[Val], keywords: Any, loc: Loc) -> Val:

@@ -334,8 +334,12 @@ def test_minimum_routes_to_the_smaller_input(compiled: Compiled) -> None:
 
 
 def test_max_reduction_shares_ties(compiled: Compiled) -> None:
-    grads = _grads(compiled, "max(a) + 0 * a", a=[1.0, 4.0, 4.0, -2.0])
+    grads = _grads(compiled, "max(a)", a=[1.0, 4.0, 4.0, -2.0])
     np.testing.assert_array_equal(grads["a"], [0.0, 0.5, 0.5, 0.0])
+    # `max(a) + 0 * a` is max(a) broadcast to a's 4 elements, as in NumPy and PyTorch:
+    # its sum is 4 * max(a) (SymPy's `0 * a = 0` once lost that shape, and the sum with it)
+    grads = _grads(compiled, "max(a) + 0 * a", a=[1.0, 4.0, 4.0, -2.0])
+    np.testing.assert_array_equal(grads["a"], [0.0, 2.0, 2.0, 0.0])
 
 
 def test_relu_and_leaky_relu_slopes(compiled: Compiled) -> None:

@@ -171,3 +171,44 @@ def test_forward_leaves_a_prediction_off_the_loss_path_to_predict(tmp_path: Path
     expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(module.predict(params, x), expected, rtol=1e-12)
     np.testing.assert_allclose(module.forward(params, x, t)[0], ((z - t) ** 2).mean(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "log_softmax(w + 0 * x, axis=1)",
+        "softmax_cross_entropy(w + 0 * x, y)",
+        "sum(w + 0 * x, axis=0)",
+        "max(x - x + w, axis=1)",
+    ],
+)
+def test_a_term_that_cancels_keeps_the_shape_it_broadcast_to(term: str, tmp_path: Path) -> None:
+    """SymPy makes `w + 0 * x` the symbol w: an op over it must still see x's shape (the
+    value is w broadcast along the batch), where the module called log_softmax on w alone
+    and failed at run time (axis 1 out of bounds), or summed the wrong axis."""
+    text = (
+        "name: cancels\ninputs: {x: [batch, 5], y: {shape: [batch], dtype: int64}}\n"
+        f"params: {{w: [5]}}\nnodes:\n  p: {term}\n  loss: sum(p * p)\nwrt: [w]\n"
+    )
+    module = compile_module(text, tmp_path)
+    rng = np.random.default_rng(0)
+    w, x = rng.standard_normal(5), rng.standard_normal((4, 5))
+    y = np.array([0, 4, 2, 1])
+    loss, grads = module.value_and_grad({"w": w}, x=x, y=y)
+    broadcast = np.broadcast_to(w, x.shape)
+    shifted = broadcast - broadcast.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    p = {
+        "log_softmax(w + 0 * x, axis=1)": log_probs,
+        "softmax_cross_entropy(w + 0 * x, y)": -log_probs[np.arange(4), y].mean(),
+        "sum(w + 0 * x, axis=0)": broadcast.sum(axis=0),
+        "max(x - x + w, axis=1)": broadcast.max(axis=1),
+    }[term]
+    assert loss == pytest.approx(float(np.sum(p * p)), rel=1e-12)
+    step = 1e-6
+    for index in range(5):
+        bump = np.zeros(5)
+        bump[index] = step
+        up = module.value_and_grad({"w": w + bump}, x=x, y=y)[0]
+        down = module.value_and_grad({"w": w - bump}, x=x, y=y)[0]
+        assert grads["w"][index] == pytest.approx((up - down) / (2 * step), rel=1e-5, abs=1e-8)
