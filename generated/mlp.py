@@ -100,7 +100,7 @@ def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _picked_sum(
-    log_probs: np.ndarray, labels: np.ndarray, one_hot_rows: np.ndarray | None = None
+    log_probs: np.ndarray, labels: np.ndarray, one_hot_rows: np.ndarray
 ) -> np.ndarray:
     """The sum of log_probs[..., label] over every row: the labels' log-likelihood.
 
@@ -109,7 +109,7 @@ def _picked_sum(
     product picks and sums: twice as fast as indexing, then summing. A logit of -inf
     makes that product NaN (0 * -inf), and then the picked values are summed instead.
     """
-    if one_hot_rows is not None and log_probs.nbytes <= 32768:
+    if log_probs.nbytes <= 32768:
         total = np.vdot(one_hot_rows.take(labels, axis=0), log_probs)
         if total == total:  # not NaN
             return total

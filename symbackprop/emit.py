@@ -3,6 +3,7 @@ here; the templates only loop and format."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -530,7 +531,7 @@ def render(optimized: Optimized) -> str:
         "one_hot_table_max_bytes": ONE_HOT_TABLE_MAX_BYTES,
         "constants": [
             {"name": name, "comment": textwrap.wrap(comment, LINE_LIMIT - 2), "value": value}
-            for name, (comment, value) in sorted(printer.constants.items())
+            for name, (comment, value) in sorted(printer.constants.items(), key=_natural)
         ],
         "forward": forward_block,
         "saved": saved,
@@ -547,6 +548,11 @@ def render(optimized: Optimized) -> str:
         "predict": predict,
     }
     return _environment().get_template("module.py.j2").render(**model)
+
+
+def _natural(item: tuple[str, object]) -> tuple[object, ...]:
+    """`_ONES_COLUMN_5` before `_ONES_COLUMN_100`: names sorted with their numbers as numbers."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", item[0]))
 
 
 @dataclass

@@ -498,14 +498,19 @@ class NegLogLikelihood(TensorOp):
             None,
         )
 
-    helpers = ("picked", "picked_sum")
+    helpers = ("picked",)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
+        """Few classes: `_picked_sum` picks and sums by one dot product with the one-hot
+        rows from a table. Else the picked values are summed."""
         reduction, classes, dtype = self.attrs
         args = [printer._print(arg) for arg in self.tensor_args]
         if isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES:
+            printer.use_helper("picked_sum")
             args.append(printer.use_one_hot_rows(classes, dtype))
-        total = f"-_picked_sum({', '.join(args)})"
+            total = f"-_picked_sum({', '.join(args)})"
+        else:
+            total = f"-_picked({', '.join(args)}).sum()"
         if reduction == "sum":
             return total
         labels = printer.parenthesize(self.args[1], PRECEDENCE["Atom"])

@@ -383,19 +383,15 @@ def test_one_hot_rows_from_the_table_stay_small(tmp_path: Path, table: bool) -> 
         assert peak <= (2.1 if took_rows else 1.5) * result.nbytes  # the scatter's indices
 
 
-@pytest.mark.parametrize("table", [True, False])
-def test_the_loss_picks_through_the_table_while_its_rows_are_small(
-    tmp_path: Path, table: bool
-) -> None:
+def test_the_loss_picks_through_the_table_while_its_rows_are_small(tmp_path: Path) -> None:
     """`_picked_sum` takes the labels' one-hot rows and sums the picks in one dot product
-    while the rows fill at most ONE_HOT_TABLE_MAX_BYTES; past that, or with no table, it
-    indexes and sums. Both give the sum of log_probs at the labels."""
+    while the rows fill at most ONE_HOT_TABLE_MAX_BYTES; past that it indexes and sums.
+    Both give the sum of log_probs at the labels."""
     text = mlp([4, 10])
-    assert "loss = -_picked_sum(t_loss_0, y, _ONE_HOT_ROWS_10) / y.size" in compile_text(
-        text, "fast.yaml"
-    )
-    module = import_source(compile_text(text, "fast.yaml"), tmp_path)
-    rows = module._ONE_HOT_ROWS_10.view(_TakeCounter) if table else None
+    source = compile_text(text, "fast.yaml")
+    assert "loss = -_picked_sum(t_loss_0, y, _ONE_HOT_ROWS_10) / y.size" in source
+    module = import_source(source, tmp_path)
+    rows = module._ONE_HOT_ROWS_10.view(_TakeCounter)
     rng = np.random.default_rng(5)
     for batch in (1, 7, ONE_HOT_TABLE_MAX_BYTES // 80, ONE_HOT_TABLE_MAX_BYTES // 80 + 1):
         log_probs = np.log(rng.dirichlet(np.ones(10), size=batch))
@@ -404,7 +400,13 @@ def test_the_loss_picks_through_the_table_while_its_rows_are_small(
         total = module._picked_sum(log_probs, labels, rows)
         expected = log_probs[np.arange(batch), labels].sum()
         assert total == pytest.approx(expected, rel=1e-12)
-        assert _TakeCounter.takes == int(table and batch * 80 <= ONE_HOT_TABLE_MAX_BYTES)
+        assert _TakeCounter.takes == int(batch * 80 <= ONE_HOT_TABLE_MAX_BYTES)
+
+
+def test_many_classes_pick_and_sum_with_no_table() -> None:
+    source = compile_text(mlp([4, ONE_HOT_TABLE_MAX_CLASSES + 1]), "fast.yaml")
+    assert "    loss = -_picked(t_loss_0, y).sum() / y.size\n" in source
+    assert "_picked_sum" not in source
 
 
 MASKED_LOGITS = """
