@@ -2,7 +2,7 @@
 
 spec -> graph -> reverse mode -> copy propagation -> shape donors -> inlining
 -> dead code -> CSE -> what to save (recompute cheap values) -> batch sums -> dims
-read beside -> names -> emission.
+read beside -> copy propagation (both passes) -> names -> emission.
 """
 
 from __future__ import annotations
