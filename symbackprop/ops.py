@@ -498,23 +498,49 @@ class NegLogLikelihood(TensorOp):
             None,
         )
 
+    precedence = PRECEDENCE["Mul"]  # printed as -total / n where it is not lowered first
+
+    def lowered(self) -> sp.Expr:
+        """-(the picked log-probabilities' sum) / n: the forward pass prints this form,
+        so a line too long moves the sum to a line of its own."""
+        reduction, classes, dtype = self.attrs
+        log_probs, labels = self.tensor_args
+        total = PickedSum.make(log_probs, labels, attrs=(classes, dtype))
+        return -total if reduction == "sum" else NegatedMean(total, labels)
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        return printer.doprint(self.lowered())
+
+
+class NegatedMean(TensorOp):
+    """-total / labels.size: one op, so that CSE does not share the count with the
+    backward pass (it would cache `1 / labels.size` for it)."""
+
+    operands = 2
+    precedence = PRECEDENCE["Mul"]
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        total, labels = self.tensor_args
+        count = printer.parenthesize(labels, PRECEDENCE["Atom"])
+        return f"-{printer.parenthesize(total, PRECEDENCE['Mul'])} / {count}.size"
+
+
+class PickedSum(TensorOp):
+    """The sum over rows of log_probs[..., label]. Few classes: `_picked_sum` picks and
+    sums by one dot product with the labels' one-hot rows from a table. Else the picked
+    values are summed. Attrs: the class count and the dtype."""
+
+    operands = 2
     helpers = ("picked",)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        """Few classes: `_picked_sum` picks and sums by one dot product with the one-hot
-        rows from a table. Else the picked values are summed."""
-        reduction, classes, dtype = self.attrs
+        classes, dtype = self.attrs
         args = [printer._print(arg) for arg in self.tensor_args]
         if isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES:
             printer.use_helper("picked_sum")
             args.append(printer.use_one_hot_rows(classes, dtype))
-            total = f"-_picked_sum({', '.join(args)})"
-        else:
-            total = f"-_picked({', '.join(args)}).sum()"
-        if reduction == "sum":
-            return total
-        labels = printer.parenthesize(self.args[1], PRECEDENCE["Atom"])
-        return f"{total} / {labels}.size"
+            return f"_picked_sum({', '.join(args)})"
+        return f"_picked({', '.join(args)}).sum()"
 
 
 # --- helpers of backward passes --------------------------------------------------------
