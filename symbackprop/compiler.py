@@ -65,12 +65,8 @@ def optimize(program: Program) -> Optimized:
         forward = passes.inline_single_use(forward, backward)
     backward = passes.batch_sums(backward, graph)
     backward = passes.dims_read_beside(backward, graph)
-    # CSE can turn two equal values into `t_b = t_a` (a product a recurrence repeats
-    # per step, two equal adjoints): drop such copies of unnamed values in both passes
-    kept = results | {program.output} | ({program.predict} if program.predict else set())
-    both = passes.copy_propagation(forward + backward, keep=kept)
-    forward = [s for s in both if s.phase == "forward"]
-    backward = [s for s in both if s.phase != "forward"]
+    # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
+    backward = passes.copy_propagation(backward, keep=results)
     backward = passes.own_results(
         backward, {d: leaf for leaf, d in info.grads.items() if d is not None}
     )
