@@ -1,8 +1,8 @@
 """The compiler driver: a straight line of pure stages.
 
 spec -> graph -> reverse mode -> copy propagation -> shape donors -> inlining
--> dead code -> CSE -> what to save (recompute cheap values) -> batch sums -> dims
-read beside -> copy propagation (both passes) -> names -> emission.
+-> dead code -> CSE -> what to save (recompute cheap values) -> shapes kept -> batch
+sums -> dims read beside -> names -> emission.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def optimize(program: Program) -> Optimized:
         taken = [s.target for s in forward]
         backward = passes.common_subexpressions([], backward, taken)[1]
         forward = passes.inline_single_use(forward, backward)
+    forward = passes.shapes_kept(forward, graph)
     backward = passes.batch_sums(backward, graph)
     backward = passes.dims_read_beside(backward, graph)
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too

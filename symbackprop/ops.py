@@ -578,6 +578,8 @@ class DimsOf(TensorOp):
         dims, form = self.attrs
         source = printer.parenthesize(self.args[0], PRECEDENCE["Atom"])
         parts = [str(size) if fixed else f"{source}.shape[{size}]" for fixed, size in dims]
+        if form == "count" and all(fixed for fixed, _ in dims):
+            return str(math.prod(size for _, size in dims))
         if form == "count":
             return " * ".join(parts) or "1"
         return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
@@ -585,7 +587,9 @@ class DimsOf(TensorOp):
     @property
     def precedence(self) -> int:  # type: ignore[override]
         dims, form = self.attrs
-        return PRECEDENCE["Mul"] if form == "count" and len(dims) > 1 else PRECEDENCE["Atom"]
+        named = sum(not fixed for fixed, _ in dims)
+        product = form == "count" and len(dims) > 1 and named > 0
+        return PRECEDENCE["Mul"] if product else PRECEDENCE["Atom"]
 
 
 class Copy(TensorOp):

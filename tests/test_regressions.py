@@ -212,3 +212,43 @@ def test_a_term_that_cancels_keeps_the_shape_it_broadcast_to(term: str, tmp_path
         up = module.value_and_grad({"w": w + bump}, x=x, y=y)[0]
         down = module.value_and_grad({"w": w - bump}, x=x, y=y)[0]
         assert grads["w"][index] == pytest.approx((up - down) / (2 * step), rel=1e-5, abs=1e-8)
+
+
+CSE_CANCELS = {
+    # CSE names both products alike, and SymPy folds `t - t + w` to w
+    "p: x @ W - x @ W + w\n  loss: sum(p)": lambda x, W, w, V: len(x) * w.sum(),
+    "loss: sum(logsumexp(x @ W - x @ W + w, axis=0))": lambda x, W, w, V: (
+        w + np.log(len(x))
+    ).sum(),
+    # each column is w_j, n times: its log_softmax is -log(n) everywhere
+    "a: x @ W\n  loss: sum(log_softmax(a - x @ W + w, axis=0))": lambda x, W, w, V: (
+        -3 * len(x) * np.log(len(x))
+    ),
+    # a copy of a recurrence's product must keep its adjoint's own name (a regression of
+    # copy propagation over both passes, reverted)
+    "h0: tanh(x @ W)\n  h1: tanh(h0 - x @ W) @ V\n  loss: sum(h1 * h1)": lambda x, W, w, V: (
+        ((np.tanh(np.tanh(x @ W) - x @ W) @ V) ** 2).sum()
+    ),
+}
+
+
+@pytest.mark.parametrize("nodes", list(CSE_CANCELS))
+def test_terms_cse_makes_cancel_keep_their_shape_and_gradient(nodes: str, tmp_path: Path) -> None:
+    """Found by review: the value and the gradients of a node whose terms cancel once CSE
+    names two equal products alike."""
+    from tests.support import central_differences
+
+    text = (
+        f"name: cancels\ninputs: {{x: [n, 3]}}\nparams: {{W: [3, 3], w: [3], V: [3, 3]}}\n"
+        f"nodes:\n  {nodes}\nwrt: [W, w, V]\n"
+    )
+    module = compile_module(text, tmp_path)
+    rng = np.random.default_rng(1)
+    params = {"W": rng.standard_normal((3, 3)), "w": rng.standard_normal(3)}
+    params["V"] = rng.standard_normal((3, 3))
+    x = rng.standard_normal((4, 3))
+    loss, grads = module.value_and_grad(params, x=x)
+    assert loss == pytest.approx(CSE_CANCELS[nodes](x, **params), rel=1e-12)
+    differences = central_differences(module, params, {"x": x})
+    for name, approx in differences.items():
+        np.testing.assert_allclose(grads[name], approx, rtol=1e-6, atol=1e-8, err_msg=name)

@@ -259,3 +259,22 @@ def test_a_value_read_only_for_its_shape_is_not_kept(
     _, grads = module.value_and_grad(params, **inputs)
     differences = central_differences(module, params, inputs)
     np.testing.assert_allclose(grads["W"], differences["W"], rtol=1e-6, atol=1e-8)
+
+
+def test_dims_are_read_off_the_values_own_inputs_and_numbers_multiplied() -> None:
+    """Found by review: the batch of `x @ W` is read off x, not off another input that
+    merely shares the dim's name (it would be wrong for a caller who breaks that promise);
+    and a count of fixed dims is one number, not `3 * 3`."""
+    text = """
+name: own_dims
+inputs: {z: [batch], x: [batch, 3]}
+params: {W: [3, 4], V: [4, 3]}
+nodes:
+  s: x @ W
+  r: W @ V
+  loss: sum(s) + mean(r) + 0 * sum(z)
+wrt: [W]
+"""
+    source = compile_text(text, "own_dims.yaml")
+    assert "np.broadcast_to(d_loss, (x.shape[0], 4))" in source
+    assert "np.broadcast_to(d_loss / 9, (3, 3))" in source

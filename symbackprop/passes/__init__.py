@@ -1,7 +1,7 @@
 """Optimization passes over the program of statements, each a pure function.
 
 In pipeline order: `copy_propagation`, `shape_donors`, `inline_single_use`,
-`dead_code`, `common_subexpressions`, `recompute_elementwise` (what to save),
+`dead_code`, `common_subexpressions`, `recompute_elementwise` (what to save), `shapes_kept`,
 `batch_sums`, `dims_read_beside`, then naming and scheduling (`naming.py`).
 """
 
@@ -16,6 +16,7 @@ from .simplify import (
     inline_single_use,
     own_results,
     shape_donors,
+    shapes_kept,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "own_results",
     "recompute_elementwise",
     "shape_donors",
+    "shapes_kept",
 ]

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from ..ir import Graph, Statement
+from ..ir import Graph, Statement, broadcast_shapes
 from ..ops import (
     BatchSum,
     BroadcastTo,
@@ -232,14 +232,18 @@ def dims_read_beside(statements: list[Statement], graph: Graph) -> list[Statemen
     reads anyway, or an input or a param (`(x.shape[0], 4)`), where one has them all.
     (`shape_donors`, before CSE, swaps in a value of the whole shape where it can.)"""
     read = _read_beside(statements, (ShapeOf, Count, OneHot))
-    sources = [node for node in graph.nodes if node.symbol in read]
-    sources += [node for node in graph.nodes if node.kind != "op" and node not in sources]
+    read_nodes = [node for node in graph.nodes if node.symbol in read]
+    leaves = [node for node in graph.nodes if node.kind != "op" and node not in read_nodes]
 
     def written_out(item: ShapeOf | Count) -> DimsOf | None:
         value = item.args[0]
         node = graph.by_symbol.get(value)  # type: ignore[call-overload]
         if node is None or node.kind != "op" or value in read or not node.type.shape:
             return None
+        # the value's own inputs first: a dim read off another input is only as good as
+        # the caller's promise that the two agree
+        own = _ancestors(graph, value)
+        sources = read_nodes + sorted(leaves, key=lambda leaf: leaf.symbol not in own)
         shape = node.type.shape
         axes = item.attrs[0] if isinstance(item, Count) else None
         dims = [shape[axis] for axis in (range(len(shape)) if axes is None else axes)]
@@ -265,3 +269,54 @@ def dims_read_beside(statements: list[Statement], graph: Graph) -> list[Statemen
             _with_expr(statement, statement.expr.xreplace(mapping)) if mapping else statement
         )
     return result
+
+
+def _ancestors(graph: Graph, value: sp.Symbol) -> set[sp.Basic]:
+    """The graph values `value` is computed from."""
+    seen: set[sp.Basic] = set()
+    stack = [value]
+    while stack:
+        node = graph.by_symbol.get(stack.pop())  # type: ignore[call-overload]
+        if node is None or node.kind != "op":
+            continue
+        for item in node.expr.free_symbols - seen:
+            seen.add(item)
+            stack.append(item)
+    return seen
+
+
+def shapes_kept(forward: list[Statement], graph: Graph) -> list[Statement]:
+    """After CSE: two equal products CSE names alike can cancel (`t - t + w` is `w` to
+    SymPy), and the value then has w's shape, not the one it broadcast to. Such a value
+    is filled out to its own shape again, over values of that shape the line can read
+    (inputs and params, then values computed before it)."""
+    known = [node for node in graph.nodes if node.kind != "op"]
+    result = []
+    for statement in forward:
+        node = graph.by_symbol.get(statement.target)  # type: ignore[call-overload]
+        free = statement.expr.free_symbols
+        elementwise = not statement.expr.atoms(TensorOp)  # its shape: its operands'
+        if node is not None and elementwise and all(item in graph.by_symbol for item in free):
+            shape = node.type.shape
+            left = broadcast_shapes((), *(graph.type_of(item).shape for item in free))
+            sources = _covering(known, shape) if left != shape else None
+            if sources:
+                statement = _with_expr(statement, Fill.make(statement.expr, *sources))
+        if node is not None:
+            known.append(node)
+        result.append(statement)
+    return result
+
+
+def _covering(nodes: list, shape: tuple[object, ...]) -> list[sp.Symbol] | None:
+    """Values whose shapes broadcast to `shape`: one of that very shape if there is one."""
+    exact = next((node.symbol for node in nodes if node.type.shape == shape), None)
+    if exact is not None:
+        return [exact]
+    chosen: list = []
+    for node in nodes:
+        if broadcast_shapes(node.type.shape, shape) == shape:
+            chosen.append(node)
+            if broadcast_shapes(*(item.type.shape for item in chosen)) == shape:
+                return [item.symbol for item in chosen]
+    return None
