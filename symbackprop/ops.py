@@ -498,18 +498,31 @@ class NegLogLikelihood(TensorOp):
             None,
         )
 
-    precedence = PRECEDENCE["Mul"]  # printed as -total / n where it is not lowered first
+    helpers = ("picked",)
+
+    def _table(self) -> bool:
+        classes = self.attrs[1]
+        return isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES
 
     def lowered(self) -> sp.Expr:
-        """-(the picked log-probabilities' sum) / n: the forward pass prints this form,
-        so a line too long moves the sum to a line of its own."""
+        """Few classes: -(the picked log-probabilities' sum) / n, which the forward pass
+        prints, so a line too long moves `_picked_sum(...)` to a line of its own. Else
+        the op itself, `-_picked(...).sum() / n` (ruff breaks it as one expression)."""
+        if not self._table():
+            return self
         reduction, classes, dtype = self.attrs
         log_probs, labels = self.tensor_args
         total = PickedSum.make(log_probs, labels, attrs=(classes, dtype))
         return -total if reduction == "sum" else NegatedMean(total, labels)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        return printer.doprint(self.lowered())
+        if self._table():
+            return printer.doprint(self.lowered())
+        total = f"-{printer.call('_picked', self.tensor_args)}.sum()"
+        if self.attrs[0] == "sum":
+            return total
+        labels = printer.parenthesize(self.args[1], PRECEDENCE["Atom"])
+        return f"{total} / {labels}.size"
 
 
 class NegatedMean(TensorOp):
@@ -526,21 +539,18 @@ class NegatedMean(TensorOp):
 
 
 class PickedSum(TensorOp):
-    """The sum over rows of log_probs[..., label]. Few classes: `_picked_sum` picks and
-    sums by one dot product with the labels' one-hot rows from a table. Else the picked
-    values are summed. Attrs: the class count and the dtype."""
+    """The sum over rows of log_probs[..., label], for few classes: `_picked_sum` picks
+    and sums by one dot product with the labels' one-hot rows from a table. Attrs: the
+    class count and the dtype."""
 
     operands = 2
-    helpers = ("picked",)
+    helpers = ("picked", "picked_sum")
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         classes, dtype = self.attrs
         args = [printer._print(arg) for arg in self.tensor_args]
-        if isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES:
-            printer.use_helper("picked_sum")
-            args.append(printer.use_one_hot_rows(classes, dtype))
-            return f"_picked_sum({', '.join(args)})"
-        return f"_picked({', '.join(args)}).sum()"
+        args.append(printer.use_one_hot_rows(classes, dtype))
+        return f"_picked_sum({', '.join(args)})"
 
 
 # --- helpers of backward passes --------------------------------------------------------
@@ -748,11 +758,12 @@ class Fill(TensorOp):
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         value, *sources = self.args
-        shape = (
-            printer.call("np.broadcast_shapes", [ShapeOf(source) for source in sources])
-            if sources
-            else "()"
-        )
+        if len(sources) == 1 and isinstance(sources[0], DimsOf):  # a shape written out
+            shape = printer.doprint(sources[0])
+        elif sources:
+            shape = printer.call("np.broadcast_shapes", [ShapeOf(source) for source in sources])
+        else:
+            shape = "()"
         return printer.call(
             "np.full",
             [],

@@ -308,6 +308,21 @@ CASES = [
 # output's name moves the picked sum to a line of its own.
 FORMAT_ONLY_CASES = [
     _text(
+        "long_cross_entropy_of_many_classes",  # no table: `-_picked(...).sum() / n` as one
+        """
+name: long_cross_entropy_of_many_classes
+inputs:
+  x: [batch, 4]
+  class_labels_of_each_example_in_this_batch: {shape: [batch], dtype: int64}
+params: {W: [4, 65]}
+nodes:
+  the_class_scores_of_each_example: x @ W
+  mean_loss: >-
+    softmax_cross_entropy(the_class_scores_of_each_example,
+    class_labels_of_each_example_in_this_batch)
+""",
+    ),
+    _text(
         "long_output_cross_entropy",
         """
 name: long_output_cross_entropy

@@ -224,6 +224,13 @@ CSE_CANCELS = {
     "a: x @ W\n  loss: sum(log_softmax(a - x @ W + w, axis=0))": lambda x, W, w, V: (
         -3 * len(x) * np.log(len(x))
     ),
+    # what is left is itself a temporary CSE shares (`exp(w)`)
+    "p: x @ W - x @ W + exp(w)\n  loss: sum(sum(p, axis=0) * exp(w))": lambda x, W, w, V: (
+        len(x) * np.exp(2 * w).sum()
+    ),
+    "p: x @ W - x @ W + exp(w)\n  loss: sum(p * exp(w))": lambda x, W, w, V: (
+        len(x) * np.exp(2 * w).sum()
+    ),
     # a copy of a recurrence's product must keep its adjoint's own name (a regression of
     # copy propagation over both passes, reverted)
     "h0: tanh(x @ W)\n  h1: tanh(h0 - x @ W) @ V\n  loss: sum(h1 * h1)": lambda x, W, w, V: (
@@ -252,3 +259,19 @@ def test_terms_cse_makes_cancel_keep_their_shape_and_gradient(nodes: str, tmp_pa
     differences = central_differences(module, params, {"x": x})
     for name, approx in differences.items():
         np.testing.assert_allclose(grads[name], approx, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_a_prediction_whose_terms_cancel_reads_its_dims_off_its_own_input(
+    tmp_path: Path,
+) -> None:
+    """Found by review: `p` was filled out over the target y (the only input of its
+    shape), so `predict` wanted y; its dims come from x, which it is computed from."""
+    text = (
+        "name: cancels\ninputs: {x: [n, 4], y: [n, 3]}\nparams: {W: [4, 3], w: [3]}\n"
+        "nodes:\n  p: x @ W - x @ W + w\n  loss: mse(p, y)\npredict: p\n"
+    )
+    module = compile_module(text, tmp_path)
+    w = np.array([0.5, -1.0, 2.0])
+    x = np.ones((5, 4))
+    predicted = module.predict({"W": np.ones((4, 3)), "w": w}, x=x)
+    np.testing.assert_array_equal(predicted, np.broadcast_to(w, (5, 3)))

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from ..ir import Graph, Statement, broadcast_shapes
+from ..ir import Graph, Node, Statement, broadcast_shapes
 from ..ops import (
     BatchSum,
     BroadcastTo,
@@ -288,35 +288,42 @@ def _ancestors(graph: Graph, value: sp.Symbol) -> set[sp.Basic]:
 def shapes_kept(forward: list[Statement], graph: Graph) -> list[Statement]:
     """After CSE: two equal products CSE names alike can cancel (`t - t + w` is `w` to
     SymPy), and the value then has w's shape, not the one it broadcast to. Such a value
-    is filled out to its own shape again, over values of that shape the line can read
-    (inputs and params, then values computed before it)."""
-    known = [node for node in graph.nodes if node.kind != "op"]
+    is filled out to its own shape again, `np.full((x.shape[0], 3), w, ...)`, its named
+    dims read off one input it is computed from."""
+    shapes = {node.symbol: node.type.shape for node in graph.nodes}
     result = []
     for statement in forward:
-        node = graph.by_symbol.get(statement.target)  # type: ignore[call-overload]
-        free = statement.expr.free_symbols
-        elementwise = not statement.expr.atoms(TensorOp)  # its shape: its operands'
-        if node is not None and elementwise and all(item in graph.by_symbol for item in free):
-            shape = node.type.shape
-            left = broadcast_shapes((), *(graph.type_of(item).shape for item in free))
-            sources = _covering(known, shape) if left != shape else None
-            if sources:
-                statement = _with_expr(statement, Fill.make(statement.expr, *sources))
-        if node is not None:
-            known.append(node)
+        expr, target = statement.expr, statement.target
+        free = expr.free_symbols
+        # the shape of an elementwise line is its operands' (a TensorOp's is its own)
+        left = (
+            broadcast_shapes((), *(shapes[item] for item in free))
+            if not expr.atoms(TensorOp) and all(item in shapes for item in free)
+            else None
+        )
+        node = graph.by_symbol.get(target)  # type: ignore[call-overload]
+        if node is None:
+            if left is not None:  # a CSE temporary: later lines may read its shape
+                shapes[target] = left
+        elif left is not None and left != node.type.shape:
+            dims = _dims_from_inputs(graph, node)
+            if dims is not None:
+                statement = _with_expr(statement, Fill.make(expr, dims))
         result.append(statement)
     return result
 
 
-def _covering(nodes: list, shape: tuple[object, ...]) -> list[sp.Symbol] | None:
-    """Values whose shapes broadcast to `shape`: one of that very shape if there is one."""
-    exact = next((node.symbol for node in nodes if node.type.shape == shape), None)
-    if exact is not None:
-        return [exact]
-    chosen: list = []
-    for node in nodes:
-        if broadcast_shapes(node.type.shape, shape) == shape:
-            chosen.append(node)
-            if broadcast_shapes(*(item.type.shape for item in chosen)) == shape:
-                return [item.symbol for item in chosen]
-    return None
+def _dims_from_inputs(graph: Graph, node: Node) -> DimsOf | None:
+    """`node`'s shape as a DimsOf: numbers, and named dims off one input it reads."""
+    shape = node.type.shape
+    named = {dim for dim in shape if isinstance(dim, str)}
+    own = _ancestors(graph, node.symbol)
+    inputs = [item for item in graph.nodes if item.kind != "op" and item.symbol in own]
+    source = next((item for item in inputs if named <= set(item.type.shape)), None)
+    if source is None:
+        return None
+    entries = tuple(
+        (True, dim) if isinstance(dim, int) else (False, source.type.shape.index(dim))
+        for dim in shape
+    )
+    return DimsOf.make(source.symbol if named else sp.S.Zero, attrs=(entries, "shape"))
