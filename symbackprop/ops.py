@@ -501,8 +501,7 @@ class NegLogLikelihood(TensorOp):
     helpers = ("picked",)
 
     def _table(self) -> bool:
-        classes = self.attrs[1]
-        return isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES
+        return has_one_hot_table(self.attrs[1])
 
     def lowered(self) -> sp.Expr:
         """Few classes: -(the picked log-probabilities' sum) / n, which the forward pass
@@ -703,6 +702,11 @@ ONE_HOT_TABLE_MAX_CLASSES = 64
 ONE_HOT_TABLE_MAX_BYTES = 32 * 1024
 
 
+def has_one_hot_table(classes: Dim) -> bool:
+    """Whether the one-hot rows of `classes` come from a module constant table."""
+    return isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES
+
+
 class ProbsMinusOneHot(TensorOp):
     """(softmax - one_hot(labels)) * scale from log-probabilities, in place: one subtraction
     per row and one scaling, where the unfused chain takes a one-hot array and a reduction.
@@ -714,7 +718,7 @@ class ProbsMinusOneHot(TensorOp):
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         classes, dtype = self.attrs
         args = [printer._print(arg) for arg in self.tensor_args]
-        if isinstance(classes, int) and classes <= ONE_HOT_TABLE_MAX_CLASSES:
+        if has_one_hot_table(classes):
             args.append(printer.use_one_hot_rows(classes, dtype))
         return f"_probs_minus_one_hot({', '.join(args)})"
 

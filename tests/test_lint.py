@@ -446,14 +446,8 @@ def test_emitted_module_passes_ruff_check(lint: Lint, case: Case) -> None:
     assert not findings, "\n".join(findings)
 
 
-@pytest.mark.parametrize("case", [case.param() for case in CASES])
+@pytest.mark.parametrize("case", [case.param() for case in CASES + FORMAT_ONLY_CASES])
 def test_emitted_module_is_ruff_formatted(lint: Lint, case: Case) -> None:
-    _, diff = lint(case.name)
-    assert not diff, "\n".join(diff)
-
-
-@pytest.mark.parametrize("case", [case.param() for case in FORMAT_ONLY_CASES])
-def test_emitted_module_of_very_long_names_is_ruff_formatted(lint: Lint, case: Case) -> None:
     _, diff = lint(case.name)
     assert not diff, "\n".join(diff)
 

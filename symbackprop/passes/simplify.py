@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from ..ir import Graph, Node, Statement, broadcast_shapes
+from ..ir import Dim, Graph, Node, Statement, broadcast_shapes
 from ..ops import (
     BatchSum,
     BroadcastTo,
@@ -247,16 +247,7 @@ def dims_read_beside(statements: list[Statement], graph: Graph) -> list[Statemen
         shape = node.type.shape
         axes = item.attrs[0] if isinstance(item, Count) else None
         dims = [shape[axis] for axis in (range(len(shape)) if axes is None else axes)]
-        named = {dim for dim in dims if isinstance(dim, str)}
-        source = next((s for s in sources if named <= set(s.type.shape)), None)
-        if source is None:
-            return None
-        entries = tuple(
-            (True, dim) if isinstance(dim, int) else (False, source.type.shape.index(dim))
-            for dim in dims
-        )
-        form = "count" if isinstance(item, Count) else "shape"
-        return DimsOf.make(source.symbol if named else sp.S.Zero, attrs=(entries, form))
+        return _dims_off(sources, dims, "count" if isinstance(item, Count) else "shape")
 
     result = []
     for statement in statements:
@@ -315,15 +306,20 @@ def shapes_kept(forward: list[Statement], graph: Graph) -> list[Statement]:
 
 def _dims_from_inputs(graph: Graph, node: Node) -> DimsOf | None:
     """`node`'s shape as a DimsOf: numbers, and named dims off one input it reads."""
-    shape = node.type.shape
-    named = {dim for dim in shape if isinstance(dim, str)}
     own = _ancestors(graph, node.symbol)
     inputs = [item for item in graph.nodes if item.kind != "op" and item.symbol in own]
-    source = next((item for item in inputs if named <= set(item.type.shape)), None)
+    return _dims_off(inputs, list(node.type.shape), "shape")
+
+
+def _dims_off(sources: list[Node], dims: list[Dim], form: str) -> DimsOf | None:
+    """`dims` written out (DimsOf, `form` "shape" or "count"): numbers as they are, named
+    dims off the first of `sources` that has them all; None if none has."""
+    named = {dim for dim in dims if isinstance(dim, str)}
+    source = next((item for item in sources if named <= set(item.type.shape)), None)
     if source is None:
         return None
     entries = tuple(
         (True, dim) if isinstance(dim, int) else (False, source.type.shape.index(dim))
-        for dim in shape
+        for dim in dims
     )
-    return DimsOf.make(source.symbol if named else sp.S.Zero, attrs=(entries, "shape"))
+    return DimsOf.make(source.symbol if named else sp.S.Zero, attrs=(entries, form))
