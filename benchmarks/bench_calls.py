@@ -13,7 +13,9 @@ hand-written code uses for the same step (float32, one thread, timeit's best of 
   against one dot product with their one-hot rows from that table (while they are small);
 - log_softmax's row sums: `.sum(axis=1, keepdims=True)` against a product with a column
   of ones (a module constant);
-- a dtype conversion that has nothing to do: a dtype's name against a dtype object.
+- a dtype conversion that has nothing to do: a dtype's name against a dtype object;
+- relu and its mask against a zero of the dtype (`_ZERO`) rather than a Python 0;
+- the ones themselves: `np.ones` against the module's helper `_ones`, which fills.
 
     python benchmarks/bench_calls.py
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import timeit
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,7 @@ from symbackprop.ops import MATMUL_MIN_SIZE, ONE_HOT_TABLE_MAX_BYTES
 
 DTYPE = np.float32
 CALLS = 20000
+ONES_HELPER = Path(__file__).parents[1] / "templates" / "helpers" / "ones.py.j2"
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,18 @@ def cases() -> list[Case]:
             step, 'out = np.asarray(x, dtype="float32")', "out = np.asarray(x, dtype=_DTYPE)", names
         )
     )
+    for batch, width in ((1, 8), (32, 64)):
+        names = {"s": rng.standard_normal((batch, width)).astype(DTYPE), "_ZERO": DTYPE(0)}
+        step = f"relu in place, {batch}x{width}"
+        hand, generated = (f"out = np.maximum(s, {zero}, out=s)" for zero in ("0", "_ZERO"))
+        result.append(Case(step, hand, generated, names))
+        step = f"relu's mask, {batch}x{width}"
+        result.append(Case(step, "out = s > 0", "out = s > _ZERO", names))
+    helper: dict[str, Any] = {"np": np}
+    exec(ONES_HELPER.read_text(encoding="utf-8"), helper)  # the module's own helper, as is
+    names = {"n": 32, "_DTYPE": np.dtype(DTYPE), "_ones": helper["_ones"]}
+    step = "the ones of a batch of 32"
+    result.append(Case(step, "out = np.ones(n, dtype=_DTYPE)", "out = _ones(n, _DTYPE)", names))
     return result
 
 
@@ -172,8 +188,6 @@ def main(calls: int = CALLS) -> None:
     print()
     headers = ("step", "hand-written", "generated", "hand us", "generated us", "ratio")
     print_table(headers, timed(cases(), calls))
-    ones = seconds("np.ones(n, dtype=_DTYPE)", {"n": 32, "_DTYPE": np.dtype(DTYPE)}, calls)
-    print(f"making the ones, np.ones(32, dtype=_DTYPE): {ones * 1e6:.2f} us, once a backward pass")
     print()
     print("np.dot against np.matmul (`hand-written` here) for a weight gradient, whose inner dim")
     print(f"is the batch: the generated code prints matmul from {MATMUL_MIN_SIZE} elements on")

@@ -51,8 +51,10 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "y": (("batch",), "int64"),
 }
 
-# DTYPE as a dtype object: np.asarray and np.ones take it without parsing a name.
+# DTYPE as a dtype object: np.asarray and np.empty take it without parsing a name.
 _DTYPE = np.dtype(DTYPE)
+# The 0 of relu and of its mask as a DTYPE scalar: NumPy would convert a 0 per call.
+_ZERO = _DTYPE.type(0)
 
 # x @ this column of 10 ones sums each row of x in one BLAS call.
 _ONES_COLUMN_10 = np.ones((10, 1), dtype=_DTYPE)
@@ -96,6 +98,14 @@ def _log_softmax(
     else:
         shifted -= np.log(np.dot(exps, row_ones))
     return shifted
+
+
+def _ones(length: int, dtype: np.dtype) -> np.ndarray:
+    """np.ones(length, dtype): np.ones is Python that makes an empty array and copies 1
+    into it, 0.57 us for a short vector; `fill` takes 0.27."""
+    ones = np.empty(length, dtype=dtype)
+    ones.fill(1)
+    return ones
 
 
 def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -193,10 +203,10 @@ def forward(
     y = np.asarray(y, dtype=np.int64)
     s1 = np.dot(x, W1)
     s1 += b1
-    h1 = np.maximum(s1, 0, out=s1)
+    h1 = np.maximum(s1, _ZERO, out=s1)
     s2 = np.dot(h1, W2)
     s2 += b2
-    h2 = np.maximum(s2, 0, out=s2)
+    h2 = np.maximum(s2, _ZERO, out=s2)
     s3 = np.dot(h2, W3)
     s3 += b3
     t_loss_0 = _log_softmax(s3, axis=1, out=s3, row_ones=_ONES_COLUMN_10)
@@ -246,7 +256,7 @@ def backward(
     # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss / n (fused log_softmax)
     d_s3 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size, _ONE_HOT_ROWS_10)
     # ones @ d sums the rows of d in one BLAS call
-    t_ones_batch = np.ones(x.shape[0], dtype=_DTYPE)
+    t_ones_batch = _ones(x.shape[0], _DTYPE)
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = np.dot(t_ones_batch, d_s3)
     # dL/dW3 = h2^T @ dL/ds3
@@ -255,7 +265,7 @@ def backward(
     d_h2 = np.dot(d_s3, W3.T)
     del d_s3
     # dL/ds2 = dL/dh2 * relu'(s2) = dL/dh2 * [h2 > 0]
-    d_s2 = np.multiply(d_h2, h2 > 0, out=d_h2)
+    d_s2 = np.multiply(d_h2, h2 > _ZERO, out=d_h2)
     del d_h2
     # dL/db2 = sum over broadcast axes of dL/ds2
     d_b2 = np.dot(t_ones_batch, d_s2)
@@ -265,7 +275,7 @@ def backward(
     d_h1 = np.dot(d_s2, W2.T)
     del d_s2
     # dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]
-    d_s1 = np.multiply(d_h1, h1 > 0, out=d_h1)
+    d_s1 = np.multiply(d_h1, h1 > _ZERO, out=d_h1)
     del d_h1
     # dL/db1 = sum over broadcast axes of dL/ds1
     d_b1 = np.dot(t_ones_batch, d_s1)
@@ -334,10 +344,10 @@ def predict(
     x = np.asarray(x, dtype=_DTYPE)
     s1 = np.dot(x, W1)
     s1 += b1
-    h1 = np.maximum(s1, 0, out=s1)
+    h1 = np.maximum(s1, _ZERO, out=s1)
     s2 = np.dot(h1, W2)
     s2 += b2
-    h2 = np.maximum(s2, 0, out=s2)
+    h2 = np.maximum(s2, _ZERO, out=s2)
     s3 = np.dot(h2, W3)
     s3 += b3
     return s3

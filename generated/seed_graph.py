@@ -33,8 +33,10 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "b": ((), "float64"),
 }
 
-# DTYPE as a dtype object: np.asarray and np.ones take it without parsing a name.
+# DTYPE as a dtype object: np.asarray and np.empty take it without parsing a name.
 _DTYPE = np.dtype(DTYPE)
+# The 0 of relu and of its mask as a DTYPE scalar: NumPy would convert a 0 per call.
+_ZERO = _DTYPE.type(0)
 
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:

@@ -51,8 +51,10 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
     "y": (("batch",), "int64"),
 }
 
-# DTYPE as a dtype object: np.asarray and np.ones take it without parsing a name.
+# DTYPE as a dtype object: np.asarray and np.empty take it without parsing a name.
 _DTYPE = np.dtype(DTYPE)
+# The 0 of relu and of its mask as a DTYPE scalar: NumPy would convert a 0 per call.
+_ZERO = _DTYPE.type(0)
 
 # x @ this column of 3 ones sums each row of x in one BLAS call.
 _ONES_COLUMN_3 = np.ones((3, 1), dtype=_DTYPE)
@@ -96,6 +98,14 @@ def _log_softmax(
     else:
         shifted -= np.log(np.dot(exps, row_ones))
     return shifted
+
+
+def _ones(length: int, dtype: np.dtype) -> np.ndarray:
+    """np.ones(length, dtype): np.ones is Python that makes an empty array and copies 1
+    into it, 0.57 us for a short vector; `fill` takes 0.27."""
+    ones = np.empty(length, dtype=dtype)
+    ones.fill(1)
+    return ones
 
 
 def _picked(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -246,7 +256,7 @@ def backward(
     # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss / n (fused log_softmax)
     d_s3 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size, _ONE_HOT_ROWS_3)
     # ones @ d sums the rows of d in one BLAS call
-    t_ones_batch = np.ones(x.shape[0], dtype=_DTYPE)
+    t_ones_batch = _ones(x.shape[0], _DTYPE)
     # dL/db3 = sum over broadcast axes of dL/ds3
     d_b3 = np.dot(t_ones_batch, d_s3)
     # dL/dW3 = h2^T @ dL/ds3

@@ -640,6 +640,7 @@ class Ones(TensorOp):
     number is written as it is (`source` is then that number, and no value is read)."""
 
     print_note = "ones @ d sums the rows of d in one BLAS call"
+    helpers = ("ones",)
 
     @property
     def tensor_args(self) -> tuple[sp.Expr, ...]:
@@ -657,7 +658,7 @@ class Ones(TensorOp):
             if isinstance(dim, int)
             else f"{printer.parenthesize(source, PRECEDENCE['Atom'])}.shape[{axis}]"
         )
-        return f"np.ones({length}, dtype={printer.dtype_text(dtype)})"
+        return f"_ones({length}, {printer.dtype_text(dtype)})"
 
     def with_source(self, source: sp.Symbol, axis: int) -> sp.Expr:
         dim, _, dtype = self.attrs

@@ -81,6 +81,13 @@ class NumpyPrinter(StrPrinter):
         value = f"np.ones(({length}, 1), dtype={self.dtype_text(dtype)})"
         return self._constant(f"_ONES_COLUMN_{length}", dtype, comment, value)
 
+    def zero(self) -> str:
+        """The 0 of relu and of its mask `h > 0`: `_ZERO`, a scalar of the module's dtype,
+        the dtype of every float array (spec.py refuses an input of another). NumPy
+        converts a Python 0 on every call: 0.1 us of the 0.4 a small relu or comparison
+        takes."""
+        return "_ZERO"
+
     def _constant(self, name: str, dtype: str, comment: str, value: str) -> str:
         if dtype != self.dtype:
             name += f"_{dtype.upper()}"
@@ -133,7 +140,9 @@ class NumpyPrinter(StrPrinter):
             self._record_helpers(other)
             return other.in_place_text(self)  # type: ignore[attr-defined]
         if isinstance(other, fn.Step) and other.args[1] == 0:
-            other_text = f"{self._print(other.args[0])} > 0"
+            other_text = f"{self._print(other.args[0])} > {self.zero()}"
+        elif ufunc == "maximum" and other == 0:  # relu
+            other_text = self.zero()
         else:
             other_text = self._print(other)
         return f"np.{ufunc}({buffer.name}, {other_text}, out={buffer.name})"
@@ -228,7 +237,7 @@ class NumpyPrinter(StrPrinter):
             # safe (-bool raises, 0.5 * bool is float64)
             numerator = [f for f in numerator if not _is_mask(f)]
             parts = [self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator]
-            parts += [f"({self._print(mask.args[0])} > 0)" for mask in masks]
+            parts += [f"({self._print(mask.args[0])} > {self.zero()})" for mask in masks]
         else:
             parts = [self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator]
         if sign and numerator and numerator[0].is_Pow:
@@ -286,11 +295,11 @@ class NumpyPrinter(StrPrinter):
         x, at_zero = expr.args
         if at_zero == 0:
             # np.heaviside is several times slower than a comparison and a cast
-            return f"({self._print(x)} > 0).astype(_DTYPE)"
+            return f"({self._print(x)} > {self.zero()}).astype(_DTYPE)"
         return self.call("np.heaviside", expr.args)
 
     def _print_Relu(self, expr: sp.Function) -> str:
-        return f"np.maximum({self._print(expr.args[0])}, 0)"
+        return f"np.maximum({self._print(expr.args[0])}, {self.zero()})"
 
     def _print_LeakyRelu(self, expr: sp.Function) -> str:
         x, slope = expr.args
@@ -324,6 +333,9 @@ class MathPrinter(NumpyPrinter):
     """Expressions as math for comments, spaced like the code: `h1 * (1 - h1)`, `sigmoid(s1)`."""
 
     _NAMES = {"Abs": "abs", "LeakyRelu": "leaky_relu", "Log1p": "log1p"}
+
+    def zero(self) -> str:
+        return "0"
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         # the code computes 1 - exp(y) as -expm1(y); the comment shows the math

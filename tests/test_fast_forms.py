@@ -1,7 +1,8 @@
 """The forms the generated code takes for speed, where they are not the obvious ones:
 `np.dot` for matrix products (`np.matmul` for a large weight gradient); one vector of
 ones shared by every bias gradient of a batch (`np.dot(t_ones_batch, d_s)` rather than
-`d_s.sum(axis=0)`); one-hot rows taken from an identity-matrix constant for
+`d_s.sum(axis=0)`), made by `_ones`; relu's zero as a scalar of the module's dtype,
+`_ZERO`; one-hot rows taken from an identity-matrix constant for
 cross-entropy over few classes (in the loss, one dot product picks and sums); and a
 dtype object, `_DTYPE`, where NumPy would parse DTYPE's name on every call. Each form
 is checked where it applies and where it must not, and its gradients against PyTorch
@@ -16,9 +17,11 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import sympy as sp
 
 from symbackprop.build import build_program
 from symbackprop.compiler import compile_text
+from symbackprop.functions import Relu, Step
 from symbackprop.ir import Statement, symbol
 from symbackprop.ops import (
     MATMUL_MIN_SIZE,
@@ -29,6 +32,7 @@ from symbackprop.ops import (
     SumTo,
 )
 from symbackprop.passes import batch_sums
+from symbackprop.printer import MathPrinter, NumpyPrinter
 from symbackprop.spec import parse_spec
 
 from .support import (
@@ -142,6 +146,51 @@ wrt: [M, u]
     check_gradients(text, tmp_path)
 
 
+# --- relu's zero, a scalar of the module's dtype ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_and_its_mask_compare_with_a_zero_of_the_module_dtype(
+    tmp_path: Path, dtype: str
+) -> None:
+    """`_ZERO` rather than a Python 0, which NumPy converts on every call; of the module's
+    dtype, so no relu, mask or gradient changes dtype."""
+    text = mlp([4, 6, 5, 3], activation="relu") + f"dtype: {dtype}\n"
+    source = compile_text(text, "fast.yaml")
+    assert "    h1 = np.maximum(s1, _ZERO, out=s1)\n" in source
+    assert "    d_s1 = np.multiply(d_h1, h1 > _ZERO, out=d_h1)\n" in source
+    assert "# dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]\n" in source  # math, in comments
+    assert re.search(r"[,(] 0[,)]", _code(source)) is None
+    module = import_source(source, tmp_path)
+    assert module._ZERO == 0 and module._ZERO.dtype == np.dtype(dtype)
+    params = module.init_params(0)
+    x = np.random.default_rng(0).standard_normal((7, 4))
+    value, cache = module.forward(params, x, np.arange(7) % 3)
+    assert cache["h1"].dtype == np.dtype(dtype) and (cache["h1"] >= 0).all()
+    assert (cache["h1"] == 0).any() and (cache["h1"] > 0).any()
+    grads = module.backward(cache)
+    assert all(grad.dtype == np.dtype(dtype) for grad in grads.values())
+    check_gradients(mlp([4, 6, 5, 3], activation="relu"), tmp_path)
+
+
+def test_every_printed_zero_of_relu_is_the_typed_zero() -> None:
+    """Each place a relu or its derivative prints its 0, the comments' math aside."""
+    x, d, buffer = sp.symbols("x d buffer")
+    printer = NumpyPrinter("float32")
+    assert printer.doprint(Relu(x)) == "np.maximum(x, _ZERO)"
+    assert printer.doprint(d * Step(x, 0)) == "d * (x > _ZERO)"
+    assert printer.doprint(Step(x, 0)) == "(x > _ZERO).astype(_DTYPE)"
+    assert printer.in_place("maximum", buffer, sp.S.Zero) == (
+        "np.maximum(buffer, _ZERO, out=buffer)"
+    )
+    assert printer.in_place("multiply", buffer, Step(x, 0)) == (
+        "np.multiply(buffer, x > _ZERO, out=buffer)"
+    )
+    assert printer.in_place("add", buffer, sp.S.Zero) == "np.add(buffer, 0, out=buffer)"
+    assert MathPrinter().doprint(d * Step(x, 0)) == "d * (x > 0)"
+    assert MathPrinter().doprint(Relu(x)) == "relu(x)"
+
+
 # --- bias gradients: one vector of ones for the batch -------------------------------------
 
 
@@ -149,7 +198,11 @@ def test_every_bias_gradient_of_the_batch_shares_one_vector_of_ones(tmp_path: Pa
     text = mlp([4, 6, 5, 3])
     source = compile_text(text, "fast.yaml")
     assert source.count("    t_ones") == 1
-    assert "    t_ones_batch = np.ones(x.shape[0], dtype=_DTYPE)\n" in source
+    assert "    t_ones_batch = _ones(x.shape[0], _DTYPE)\n" in source
+    module = import_source(source, tmp_path)
+    for dtype in (np.float32, np.float64):
+        ones = module._ones(5, np.dtype(dtype))
+        assert ones.dtype == dtype and ones.shape == (5,) and (ones == 1).all()
     for layer, delta in (("3", "d_s3"), ("2", "d_s2"), ("1", "d_s1")):
         assert f"    d_b{layer} = np.dot(t_ones_batch, {delta})\n" in source
     assert ".sum(axis=0)" not in _code(source)
@@ -170,7 +223,7 @@ def test_a_single_bias_gradient_keeps_its_sum(tmp_path: Path) -> None:
 def test_a_fixed_batch_size_writes_the_length_of_the_ones(tmp_path: Path) -> None:
     text = mlp([4, 6, 3], batch="5")
     source = compile_text(text, "fast.yaml")
-    assert "    t_ones_5_rows = np.ones(5, dtype=_DTYPE)" in source
+    assert "    t_ones_5_rows = _ones(5, _DTYPE)" in source
     check_gradients(text, tmp_path)
 
 
@@ -187,7 +240,7 @@ nodes:
   loss: sum(u) + sum(v) + sum(m)
 """
     source = compile_text(text, "fast.yaml")
-    assert "    t_ones_2_rows = np.ones(2, dtype=_DTYPE)" in source
+    assert "    t_ones_2_rows = _ones(2, _DTYPE)" in source
     assert ".shape[" not in _code(source).split("def backward")[1]
     rng = np.random.default_rng(2)
     inputs = {
@@ -203,7 +256,7 @@ def test_the_ones_keep_no_array_alive_for_their_length(tmp_path: Path) -> None:
     text = mlp([4, 6, 5, 3]) + "wrt: [b1, W2, b2, W3, b3]\n"
     source = compile_text(text, "fast.yaml")
     assert source.count("    t_ones") == 1
-    assert "    t_ones_batch = np.ones(y.shape[0], dtype=_DTYPE)\n" in source
+    assert "    t_ones_batch = _ones(y.shape[0], _DTYPE)\n" in source
     module = check_gradients(text, tmp_path)
     params = module.init_params(0)
     _, cache = module.forward(params, np.ones((3, 4)), np.array([0, 1, 2]))
@@ -256,7 +309,7 @@ def test_a_node_named_ones_has_its_own_temporaries(tmp_path: Path, rows: str, ve
         for factor in ("1", "cos(x @ W1)")
     ]
     for source in sources:
-        assert f"    {vector} = np.ones(" in source
+        assert f"    {vector} = _ones(" in source
         assert f"    d_b1 = np.dot({vector}, " in source
         temporaries = sorted(set(re.findall(r"\bt_ones_[0-9]+\b", source)))
         assert temporaries == [f"t_ones_{k}" for k in range(len(temporaries))], temporaries
