@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import linecache
 import math
 import sys
 import tempfile
+import traceback
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,11 +115,23 @@ def load_generated(source: str, name: str) -> types.ModuleType:
     with tempfile.TemporaryDirectory(prefix="symbackprop-check-") as directory:
         path = Path(directory) / f"{name}.py"
         path.write_text(source, encoding="utf-8")
+        # the file goes with the folder: its lines stay known for an error's report
+        linecache.cache[str(path)] = (len(source), None, source.splitlines(True), str(path))
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     return module
+
+
+def generated_frames(error: BaseException) -> list[str]:
+    """Where in the generated code `error` was raised: `mlp.py:212 in backward: <line>`."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return [
+        f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}: {frame.line}"
+        for frame in frames
+        if Path(frame.filename).parent.name.startswith("symbackprop-check-")
+    ]
 
 
 # --- random points ------------------------------------------------------------------
@@ -328,8 +342,27 @@ def check_file(
     tolerance: float = DEFAULT_TOLERANCE,
     out: TextIO | None = None,
 ) -> int:
-    """0 when every gradient is within tolerance, 1 otherwise; a bad spec raises SpecError."""
+    """0 when every gradient is within tolerance, 1 otherwise (and when the generated
+    code raises); a bad spec raises SpecError."""
     from .spec import load_spec
 
-    report = check_spec(load_spec(spec_path), seed)
+    spec = load_spec(spec_path)
+    try:
+        report = check_spec(spec, seed)
+    except SpecError:
+        raise
+    except Exception as error:
+        frames = generated_frames(error)
+        if not frames:
+            raise  # the compiler's own error: its traceback is the bug report
+        print(f"symbackprop check: {spec.file_name}: the generated code raised", file=sys.stderr)
+        print(f"  {type(error).__name__}: {error}", file=sys.stderr)
+        for frame in frames:
+            print(f"  at {frame}", file=sys.stderr)
+        print(
+            "A spec that compiles must give code that runs: this is a bug in symbackprop. "
+            "Please report it with the spec.",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if format_report(report, tolerance, out or sys.stdout) else 1

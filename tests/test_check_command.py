@@ -165,6 +165,42 @@ def test_a_wrong_float32_gradient_fails(
     assert re.search(r"^  W2 +\d\.\d\de-1\d  float32 vs float64 +9\.\d\de-03  FAIL", line), line
 
 
+def test_generated_code_that_raises_is_reported_not_dumped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A compiler bug that makes code which raises: the error, the generated line that
+    raised and where to report it; exit 1, no traceback."""
+    load = gradcheck.load_generated
+    broken = "    d_loss = np.float64(grad_output) + np.ones(2) @ np.ones(3)\n"
+
+    def load_broken(source: str, name: str) -> types.ModuleType:
+        assert "    d_loss = np.float64(grad_output)\n" in source
+        return load(source.replace("    d_loss = np.float64(grad_output)\n", broken), name)
+
+    monkeypatch.setattr(gradcheck, "load_generated", load_broken)
+    code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
+    assert code == 1
+    assert "swish_regression.yaml: the generated code raised\n  ValueError: matmul" in output
+    assert re.search(
+        r"  at swish_regression_float64\.py:\d+ in value_and_grad: return loss, backward", output
+    )
+    assert "swish_regression_float64.py:" in output and f"in backward: {broken.strip()}" in output
+    assert "bug in symbackprop" in output
+
+
+def test_an_error_of_the_compiler_itself_keeps_its_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not raised by generated code: the traceback is what a bug report needs."""
+
+    def failing(source: str, name: str) -> types.ModuleType:
+        raise RuntimeError("inside the compiler")
+
+    monkeypatch.setattr(gradcheck, "load_generated", failing)
+    with pytest.raises(RuntimeError, match="inside the compiler"):
+        main(["check", str(EXAMPLES / "gates.yaml")])
+
+
 @pytest.mark.parametrize("args", [["--seed", "-1"], ["--tolerance", "0"], ["--tolerance", "-1"]])
 def test_bad_options(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, output = run_check(capsys, str(EXAMPLES / "gates.yaml"), *args)
