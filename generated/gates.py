@@ -107,6 +107,7 @@ def backward(
     q = cache["q"]
     f = cache["f"]
     d_m = np.float64(grad_output)
+    # computed once for dL/dw and dL/df
     t_w_0 = f - w
     # dL/dw = dL/dm * dm/dw = dL/dm * [-f + w > 0]
     d_w = d_m * np.heaviside(-t_w_0, 0.5)

@@ -152,9 +152,12 @@ class _LinePrinter:
         """A backward line's note (the chain-rule step) goes above it; a forward line's note
         (how an op is computed stably) and any stable rewrite go after it if they fit."""
         result: list[Line] = []
+        readers = _backward_readers(statements)
         for statement in statements:
             chain_rule = statement.phase == "backward" and statement.note
             comments = _wrap_note(statement.note) if chain_rule else []
+            if statement.target in readers:
+                comments = _wrap_note(f"computed once for {_listed(readers[statement.target])}")
             update = updates.get(statement.target)
             running_sum = self._running_sum(statement, comments)
             if running_sum == []:
@@ -268,8 +271,11 @@ class _LinePrinter:
         wrap = ""
         if not fits_one_line(target.name, text, operator):
             wrap = _preferred_wrap(target, expr, text, operator) or last_resort_wrap(text)
-        line = Line(target.name, text, list(comments), wrap, reads=_names(expr), operator=operator)
+        line = Line(target.name, text, [], wrap, reads=_names(expr), operator=operator)
         line.add_note(stability_note(expr))
+        # the step's comment goes above the first of its lines, hoisted parts included
+        first = hoisted[0] if hoisted else line
+        first.comments[:0] = comments
         return [*hoisted, line]
 
 
@@ -315,6 +321,27 @@ def _splits(
         )
         yield part, expr.xreplace({part: temp})
     yield from halves
+
+
+def _backward_readers(statements: list[Statement]) -> dict[sp.Symbol, list[str]]:
+    """The backward temporaries CSE made (no chain-rule step of their own, nor a note on
+    how they are computed), each with the lines that read it, named as the comments name
+    them: `dL/dw`, `t_w_1`."""
+    readers: dict[sp.Symbol, list[str]] = {}
+    for statement in statements:
+        if statement.phase == "backward" and statement.anonymous and not statement.note:
+            if not stability_note(statement.expr):  # the ones say why they are there
+                readers[statement.target] = []
+        for value in sorted(statement.expr.free_symbols & readers.keys(), key=str):
+            name = statement.target.name
+            shown = f"dL/d{name[2:]}" if name.startswith("d_") else name
+            if shown not in readers[value]:  # type: ignore[index]
+                readers[value].append(shown)  # type: ignore[index]
+    return {temp: names for temp, names in readers.items() if names}
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _wrap_note(note: str) -> list[str]:

@@ -1,0 +1,66 @@
+"""The backward pass's comments: each chain-rule step above the first of its lines, and
+each temporary CSE shares between steps naming the steps that read it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symbackprop.compiler import compile_text
+from tests.support import EXAMPLES, import_source, relative_error
+
+# the adjoint of g broadcasts a scalar to [batch, batch]: the shape tuple is computed
+# once, and the step is long enough that part of it goes to a line of its own
+SHARED_SHAPE = """
+name: shared_shape
+inputs: {x: [batch, 3]}
+nodes:
+  g: x @ transpose(x)
+  loss: mean(g) + mean(sum(g, axis=1))
+wrt: [x]
+"""
+
+
+def _backward(source: str) -> list[str]:
+    body = source.split("\ndef backward(")[1].split("\ndef ")[0]
+    return body.split('    """\n', 1)[1].splitlines()  # past the docstring
+
+
+def test_a_temporary_two_steps_share_names_them() -> None:
+    source = (EXAMPLES / "gates.yaml").read_text(encoding="utf-8")
+    lines = _backward(compile_text(source, "gates.yaml"))
+    at = lines.index("    t_w_0 = f - w")
+    assert lines[at - 1] == "    # computed once for dL/dw and dL/df"
+    assert lines[at + 1].startswith("    # dL/dw = ")
+    assert lines[at + 3].startswith("    # dL/df = ")
+
+
+def test_a_step_split_over_lines_has_its_comment_above_the_first(tmp_path: Path) -> None:
+    source = compile_text(SHARED_SHAPE, "shared_shape.yaml")
+    lines = _backward(source)
+    shape = next(i for i, line in enumerate(lines) if re.match(r"    t_g_\d = \(", line))
+    assert lines[shape - 1] == "    # computed once for dL/dg"
+    step = next(i for i, line in enumerate(lines) if line.startswith("    # dL/dg = "))
+    assert re.match(r"    t_g_\d = np\.broadcast_to\(", lines[step + 1]), lines[step + 1]
+    assert lines[step + 2].startswith("    d_g = t_g_")
+    # the lines still compute the gradient: loss = (1/n**2 + 1/n) * sum(x x^T)
+    module = import_source(source, tmp_path)
+    x = np.arange(12.0).reshape(4, 3) / 10
+    _, grads = module.value_and_grad({}, x)
+    n = x.shape[0]
+    expected = (1 / n**2 + 1 / n) * 2 * np.ones((n, n)) @ x
+    assert relative_error(grads["x"], expected) < 1e-12
+
+
+@pytest.mark.parametrize("example", sorted(path.stem for path in EXAMPLES.glob("*.yaml")))
+def test_every_backward_temporary_has_a_comment(example: str) -> None:
+    """A temporary's line is a cache read, or follows a comment: the step it is part of,
+    the steps that share it, or why it is there (the ones of the bias gradients)."""
+    source = compile_text((EXAMPLES / f"{example}.yaml").read_text(encoding="utf-8"), "e.yaml")
+    lines = _backward(source)
+    for index, line in enumerate(lines):
+        if re.match(r"    t_\w+ = ", line) and "= cache[" not in line:
+            assert lines[index - 1].startswith("    # "), (example, line)
