@@ -45,7 +45,8 @@ def test_a_step_split_over_lines_has_its_comment_above_the_first(tmp_path: Path)
     assert lines[shape - 1] == "    # computed once for dL/dg"
     step = next(i for i, line in enumerate(lines) if line.startswith("    # dL/dg = "))
     assert re.match(r"    t_g_\d = np\.broadcast_to\(", lines[step + 1]), lines[step + 1]
-    assert lines[step + 2].startswith("    d_g = t_g_")
+    rest = [line for line in lines[step + 2 :] if not line.startswith("    del ")]
+    assert rest[0].startswith("    d_g = t_g_"), rest[0]
     # the lines still compute the gradient: loss = (1/n**2 + 1/n) * sum(x x^T)
     module = import_source(source, tmp_path)
     x = np.arange(12.0).reshape(4, 3) / 10

@@ -53,6 +53,16 @@ def test_the_tied_weight_is_summed_step_by_step_each_step_commented() -> None:
 
 
 @pytest.mark.parametrize("steps", [2, 3, 6])
+def test_the_tied_weights_transpose_is_read_in_place(steps: int) -> None:
+    """`W.T` in every step's dL/dh is a view that costs nothing: CSE does not make it a
+    temporary (`t_h1_1 = W.T`) that each step then reads under another name."""
+    lines = backward_lines(compile_text(tied_rnn(steps), "rnn.yaml"))
+    assert not any(line.endswith("= W.T") for line in lines), lines
+    products = [line for line in lines if "np.dot(d_t_h" in line and line.endswith(", W.T)")]
+    assert len(products) == steps - 1, lines
+
+
+@pytest.mark.parametrize("steps", [2, 3, 6])
 def test_the_first_step_keeps_its_adjoint_name_and_note(steps: int) -> None:
     """The first step's adjoint is also what the tied bias's last sum reads, which comes
     first: CSE moves the adjoint's own line up rather than make a nameless temporary of

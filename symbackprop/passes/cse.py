@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import sympy as sp
 
 from ..ir import Statement
+from ..ops import Transposed
 from ..reverse import partial_sum_of
 
 _PREFIX = "_cse_"
@@ -33,6 +34,7 @@ def common_subexpressions(
     start = 1 + max((_index(s) for s in named if s.name.startswith(_PREFIX)), default=-1)
     temps = sp.numbered_symbols(_PREFIX, start=start, real=True)
     replacements, reduced = sp.cse([s.expr for s in statements], symbols=temps, order="canonical")
+    replacements, reduced = _inline_views(replacements, reduced)
     definitions = dict(replacements)
     placed: set[sp.Symbol] = set()
     renames: dict[sp.Symbol, sp.Symbol] = {}
@@ -100,6 +102,21 @@ def common_subexpressions(
             )
         )
     return out["forward"], out["backward"]
+
+
+def _inline_views(
+    replacements: list[tuple[sp.Symbol, sp.Expr]], reduced: list[sp.Expr]
+) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
+    """Put back the temporaries that are only a name's transpose: `W.T` costs nothing to
+    repeat, and reads better in place (`np.dot(d_s2, W.T)`) than as `t_h1_1 = W.T`."""
+    views: dict[sp.Symbol, sp.Expr] = {}
+    for temp, value in replacements:  # in order: a view of a view reads the name itself
+        if isinstance(value, Transposed) and isinstance(value.args[0], sp.Symbol):
+            views[temp] = value.xreplace(views)
+    if not views:
+        return replacements, reduced
+    kept = [(temp, value.xreplace(views)) for temp, value in replacements if temp not in views]
+    return kept, [expr.xreplace(views) for expr in reduced]
 
 
 def _index(temp: sp.Symbol) -> int:
