@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import timeit
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 from common import describe_machine, print_table, set_blas_threads
 
+from symbackprop.emit import template_dir
 from symbackprop.ops import MATMUL_MIN_SIZE, ONE_HOT_TABLE_MAX_BYTES
 
 DTYPE = np.float32
 CALLS = 20000
-ONES_HELPER = Path(__file__).parents[1] / "templates" / "helpers" / "ones.py.j2"
 
 
 @dataclass(frozen=True)
@@ -114,11 +114,17 @@ def cases() -> list[Case]:
         step = f"relu's mask, {batch}x{width}"
         result.append(Case(step, "out = s > 0", "out = s > _ZERO", names))
     helper: dict[str, Any] = {"np": np}
-    exec(ONES_HELPER.read_text(encoding="utf-8"), helper)  # the module's own helper, as is
+    exec(_helper_source("ones"), helper)  # the generated module's own helper
     names = {"n": 32, "_DTYPE": np.dtype(DTYPE), "_ones": helper["_ones"]}
     step = "the ones of a batch of 32"
     result.append(Case(step, "out = np.ones(n, dtype=_DTYPE)", "out = _ones(n, _DTYPE)", names))
     return result
+
+
+def _helper_source(name: str) -> str:
+    """A helper's code as the compiler's templates write it into a module."""
+    loader = jinja2.FileSystemLoader(str(template_dir()))
+    return jinja2.Environment(loader=loader).get_template(f"helpers/{name}.py.j2").render()
 
 
 def _one_hot_case(batch: int, classes: int, rng: np.random.Generator) -> Case:

@@ -326,17 +326,19 @@ def _splits(
 def _backward_readers(statements: list[Statement]) -> dict[sp.Symbol, list[str]]:
     """The backward temporaries CSE made (no chain-rule step of their own, nor a note on
     how they are computed), each with the lines that read it, named as the comments name
-    them: `dL/dw`, `t_w_1`."""
+    them: `dL/dw` (for each running sum of d_w too), `t_w_1`."""
     readers: dict[sp.Symbol, list[str]] = {}
     for statement in statements:
+        target = statement.target
         if statement.phase == "backward" and statement.anonymous and not statement.note:
             if not stability_note(statement.expr):  # the ones say why they are there
-                readers[statement.target] = []
-        for value in sorted(statement.expr.free_symbols & readers.keys(), key=str):
-            name = statement.target.name
-            shown = f"dL/d{name[2:]}" if name.startswith("d_") else name
-            if shown not in readers[value]:  # type: ignore[index]
-                readers[value].append(shown)  # type: ignore[index]
+                readers[target] = []
+        name = partial_sum_of(target) or target.name
+        shown = f"dL/d{name.removeprefix('d_')}" if name.startswith("d_") else name
+        read = statement.expr.free_symbols
+        for temp, names in readers.items():
+            if temp in read and shown not in names:
+                names.append(shown)
     return {temp: names for temp, names in readers.items() if names}
 
 

@@ -40,6 +40,8 @@ MAX_ELEMENTS = 10_000_000  # a tensor larger than this is not allocated for a ch
 FIRST_DIM_SIZE = 3  # named dims get 3, 4, 5, ... in order: distinct, to catch transposes
 STEPS = (1e-3, 1e-4, 1e-5, 1e-6)
 AGREEMENT = 1e-9  # relative gap between the estimates of two steps that ends the search
+_TEMPORARY_PREFIX = "symbackprop-check-"  # the folders generated modules are imported from
+_FLOAT64 = "_float64"  # the module name's suffix for the float64 compile
 JITTER = 0.1  # params are init_params(seed) plus this much noise: zero biases put ReLUs on kinks
 
 
@@ -112,7 +114,7 @@ def float64_variant(spec: Spec) -> Spec:
 def load_generated(source: str, name: str) -> types.ModuleType:
     """Import generated source (ours, not the spec's text) from a temporary file, as a
     fresh module that is not registered in sys.modules."""
-    with tempfile.TemporaryDirectory(prefix="symbackprop-check-") as directory:
+    with tempfile.TemporaryDirectory(prefix=_TEMPORARY_PREFIX) as directory:
         path = Path(directory) / f"{name}.py"
         path.write_text(source, encoding="utf-8")
         # the file goes with the folder: its lines stay known for an error's report
@@ -124,14 +126,29 @@ def load_generated(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def generated_frames(error: BaseException) -> list[str]:
-    """Where in the generated code `error` was raised: `mlp.py:212 in backward: <line>`."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return [
-        f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}: {frame.line}"
-        for frame in frames
-        if Path(frame.filename).parent.name.startswith("symbackprop-check-")
-    ]
+def generated_frames(error: BaseException, spec: Spec) -> list[str]:
+    """Where in the generated code `error` was raised, as `symbackprop compile` would
+    write the module (the same lines): `mlp.py:212 in backward: <line>`, and which of
+    the check's two compiles it was, when the spec is not float64 itself."""
+    shown = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        path = Path(frame.filename)
+        if not _is_checked_source(path):
+            continue
+        variant = path.stem.endswith(_FLOAT64) and spec.dtype != "float64"
+        where = f"{spec.name}.py:{frame.lineno}" + (" (compiled in float64)" if variant else "")
+        shown.append(f"{where} in {frame.name}: {frame.line}")
+    return shown
+
+
+def _is_checked_source(path: Path) -> bool:
+    return path.parent.name.startswith(_TEMPORARY_PREFIX)
+
+
+def _forget_sources() -> None:
+    """Drop the generated sources `load_generated` left in linecache for error reports."""
+    for filename in [name for name in linecache.cache if _is_checked_source(Path(name))]:
+        del linecache.cache[filename]
 
 
 # --- random points ------------------------------------------------------------------
@@ -247,7 +264,7 @@ def check_spec(spec: Spec, seed: int = 0) -> Report:
 
     reference = float64_variant(spec)
     plan = plan_inputs(reference)
-    module64 = load_generated(compile_spec(reference), f"{spec.name}_float64")
+    module64 = load_generated(compile_spec(reference), f"{spec.name}{_FLOAT64}")
     module32 = load_generated(compile_spec(spec), spec.name) if spec.dtype != "float64" else None
     point = finite_point(module64, plan, seed, spec.output_loc)
     _, grads = module64.value_and_grad(point.params, **point.inputs)
@@ -352,7 +369,10 @@ def check_file(
     except SpecError:
         raise
     except Exception as error:
-        frames = generated_frames(error)
+        if _too_large(error):  # a value past the memory, not a fault of the code
+            message = f"a value is too large to compute at the check's sizes: {error}"
+            raise SpecError(message, spec.output_loc) from None
+        frames = generated_frames(error, spec)
         if not frames:
             raise  # the compiler's own error: its traceback is the bug report
         print(f"symbackprop check: {spec.file_name}: the generated code raised", file=sys.stderr)
@@ -365,4 +385,12 @@ def check_file(
             file=sys.stderr,
         )
         return 1
+    finally:
+        _forget_sources()
     return 0 if format_report(report, tolerance, out or sys.stdout) else 1
+
+
+def _too_large(error: Exception) -> bool:
+    return isinstance(error, MemoryError) or (
+        isinstance(error, ValueError) and str(error).startswith("array is too big")
+    )

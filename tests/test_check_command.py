@@ -6,6 +6,7 @@ the modules `check` loads, so the exit-1 path is tested without a broken compile
 
 from __future__ import annotations
 
+import linecache
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from symbackprop import gradcheck
 from symbackprop.cli import main
+from symbackprop.compiler import compile_text
 from symbackprop.spec import parse_spec
 from tests.support import EXAMPLES, ROOT
 
@@ -165,27 +167,75 @@ def test_a_wrong_float32_gradient_fails(
     assert re.search(r"^  W2 +\d\.\d\de-1\d  float32 vs float64 +9\.\d\de-03  FAIL", line), line
 
 
+RAISING_SEED = "    d_loss = np.float64(grad_output) + np.ones(2) @ np.ones(3)\n"
+
+
+def break_float64_seed(monkeypatch: pytest.MonkeyPatch, line: str) -> None:
+    """Replace the seed line `d_loss = np.float64(grad_output)` of the float64 module."""
+    load = gradcheck.load_generated
+    seed = "    d_loss = np.float64(grad_output)\n"
+
+    def load_broken(source: str, name: str) -> types.ModuleType:
+        if name.endswith("_float64"):
+            assert seed in source
+            source = source.replace(seed, line)
+        return load(source, name)
+
+    monkeypatch.setattr(gradcheck, "load_generated", load_broken)
+
+
 def test_generated_code_that_raises_is_reported_not_dumped(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A compiler bug that makes code which raises: the error, the generated line that
-    raised and where to report it; exit 1, no traceback."""
-    load = gradcheck.load_generated
-    broken = "    d_loss = np.float64(grad_output) + np.ones(2) @ np.ones(3)\n"
-
-    def load_broken(source: str, name: str) -> types.ModuleType:
-        assert "    d_loss = np.float64(grad_output)\n" in source
-        return load(source.replace("    d_loss = np.float64(grad_output)\n", broken), name)
-
-    monkeypatch.setattr(gradcheck, "load_generated", load_broken)
+    """A compiler bug that makes code which raises: the error, the generated lines it
+    passed through (numbered as `compile` writes the module) and where to report it;
+    exit 1, no traceback."""
+    break_float64_seed(monkeypatch, RAISING_SEED)
     code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
     assert code == 1
     assert "swish_regression.yaml: the generated code raised\n  ValueError: matmul" in output
-    assert re.search(
-        r"  at swish_regression_float64\.py:\d+ in value_and_grad: return loss, backward", output
-    )
-    assert "swish_regression_float64.py:" in output and f"in backward: {broken.strip()}" in output
+    compiled = compile_text(
+        (EXAMPLES / "swish_regression.yaml").read_text(encoding="utf-8"), "s.yaml"
+    ).splitlines()
+    number = compiled.index("    d_loss = np.float64(grad_output)") + 1
+    assert f"  at swish_regression.py:{number} in backward: {RAISING_SEED.strip()}\n" in output
+    assert re.search(r"  at swish_regression\.py:\d+ in value_and_grad: return loss, ", output)
+    assert "float64)" not in output  # the spec is float64: one compile, the user's own
     assert "bug in symbackprop" in output
+    assert not any(
+        Path(name).parent.name.startswith("symbackprop-check-") for name in linecache.cache
+    )
+
+
+def test_a_float32_specs_error_says_it_was_the_float64_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    break_float64_seed(
+        monkeypatch, "    d_loss = np.float64(grad_output) + np.ones(2) @ np.ones(3)\n"
+    )
+    code, output = run_check(capsys, write_spec(tmp_path, RELU32, "relu32.yaml"))
+    assert code == 1
+    assert re.search(r"  at relu32\.py:\d+ \(compiled in float64\) in backward: ", output)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "    d_loss = np.empty((2**40, 2**40))\n",  # NumPy: array is too big
+        "    raise MemoryError('Unable to allocate 74.5 GiB')\n",
+    ],
+)
+def test_a_value_past_the_memory_is_too_large_to_check_not_a_bug(
+    line: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inputs and params are sized before the check; a value computed from them can still
+    be too large (`x @ transpose(x)` of a long x): a spec error, exit 2, not a bug report."""
+    break_float64_seed(monkeypatch, line)
+    code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
+    assert code == 2
+    assert "a value is too large to compute at the check's sizes: " in output
+    assert output.startswith("symbackprop: ") and "swish_regression.yaml:" in output
+    assert "bug in symbackprop" not in output
 
 
 def test_an_error_of_the_compiler_itself_keeps_its_traceback(

@@ -56,6 +56,25 @@ def test_a_step_split_over_lines_has_its_comment_above_the_first(tmp_path: Path)
     assert relative_error(grads["x"], expected) < 1e-12
 
 
+def test_the_steps_of_a_running_sum_are_named_as_its_adjoint() -> None:
+    """dL/dx is summed over three paths (`d_x = ...`, then `d_x += ...`): a temporary they
+    share names dL/dx once, never a running sum's internal name (`dL/dx'1`)."""
+    text = """
+name: partial
+inputs: {x: [3]}
+nodes:
+  a: maximum(x, 0)
+  b: minimum(x, 0)
+  c: sum(a * a + b * b + x * x)
+output: c
+wrt: [x]
+"""
+    lines = _backward(compile_text(text, "partial.yaml"))
+    shared = [line for line in lines if line.startswith("    # computed once for ")]
+    assert shared == ["    # computed once for dL/db, dL/da and dL/dx"], lines
+    assert not any(re.search(r"\w'\d", line) for line in lines), lines  # as `d_x'1`
+
+
 @pytest.mark.parametrize("example", sorted(path.stem for path in EXAMPLES.glob("*.yaml")))
 def test_every_backward_temporary_has_a_comment(example: str) -> None:
     """A temporary's line is a cache read, or follows a comment: the step it is part of,
