@@ -26,11 +26,10 @@ import timeit
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
 import numpy as np
 from common import describe_machine, print_table, set_blas_threads
 
-from symbackprop.emit import template_dir
+from symbackprop.emit import template_environment
 from symbackprop.ops import MATMUL_MIN_SIZE, ONE_HOT_TABLE_MAX_BYTES
 
 DTYPE = np.float32
@@ -122,9 +121,8 @@ def cases() -> list[Case]:
 
 
 def _helper_source(name: str) -> str:
-    """A helper's code as the compiler's templates write it into a module."""
-    loader = jinja2.FileSystemLoader(str(template_dir()))
-    return jinja2.Environment(loader=loader).get_template(f"helpers/{name}.py.j2").render()
+    """A helper's code as the compiler's own template environment writes it into a module."""
+    return template_environment().get_template(f"helpers/{name}.py.j2").render()
 
 
 def _one_hot_case(batch: int, classes: int, rng: np.random.Generator) -> Case:

@@ -96,7 +96,8 @@ class Block:
 
 
 @cache
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The one Jinja environment of the templates: modules, emitted tests, helpers."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,
@@ -576,7 +577,7 @@ def render(optimized: Optimized) -> str:
         ),
         "predict": predict,
     }
-    return _environment().get_template("module.py.j2").render(**model)
+    return template_environment().get_template("module.py.j2").render(**model)
 
 
 def _natural(item: tuple[str, object]) -> tuple[object, ...]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .emit import _environment, header_lines
+from .emit import header_lines, template_environment
 from .gradcheck import AGREEMENT, DEFAULT_TOLERANCE, JITTER, STEPS, plan_inputs
 from .spec import Spec
 
@@ -52,7 +52,7 @@ def render_gradcheck_test(spec: Spec) -> str:
         "jitter": repr(JITTER),
         **precision,
     }
-    return _environment().get_template("gradcheck_test.py.j2").render(**model)
+    return template_environment().get_template("gradcheck_test.py.j2").render(**model)
 
 
 def gradcheck_test_file(directory: Path, spec: Spec) -> tuple[Path, str]:

@@ -586,10 +586,11 @@ def test_the_unfused_one_hot_refuses_a_label_past_the_last_class() -> None:
     """The helper behind a cross-entropy adjoint that is not fused with its log_softmax
     agrees with the fused forms: a label with no class is an IndexError, never a row of
     zeros."""
-    from symbackprop.emit import _environment
+    from symbackprop.emit import template_environment
 
     names: dict[str, object] = {"np": np}
-    exec(_environment().get_template("helpers/one_hot.py.j2").render(), names)  # our template
+    helper = template_environment().get_template("helpers/one_hot.py.j2").render()
+    exec(helper, names)  # our own template
     one_hot = names["_one_hot"]
     like = np.zeros((2, 3), dtype=np.float32)
     rows = one_hot(np.array([2, 0]), like)  # type: ignore[operator]
