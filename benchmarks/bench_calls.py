@@ -14,7 +14,8 @@ hand-written code uses for the same step (float32, one thread, timeit's best of 
 - log_softmax's row sums: `.sum(axis=1, keepdims=True)` against a product with a column
   of ones (a module constant);
 - a dtype conversion that has nothing to do: a dtype's name against a dtype object;
-- relu and its mask against a zero of the dtype (`_ZERO`) rather than a Python 0;
+- relu and its mask against a zero of the dtype, a 0-d array (`_ZERO`), rather than a Python
+  0 or a scalar of the dtype;
 - the ones themselves: `np.ones` against the module's helper `_ones`, which fills.
 
     python benchmarks/bench_calls.py
@@ -106,12 +107,18 @@ def cases() -> list[Case]:
         )
     )
     for batch, width in ((1, 8), (32, 64)):
-        names = {"s": rng.standard_normal((batch, width)).astype(DTYPE), "_ZERO": DTYPE(0)}
-        step = f"relu in place, {batch}x{width}"
-        hand, generated = (f"out = np.maximum(s, {zero}, out=s)" for zero in ("0", "_ZERO"))
-        result.append(Case(step, hand, generated, names))
-        step = f"relu's mask, {batch}x{width}"
-        result.append(Case(step, "out = s > 0", "out = s > _ZERO", names))
+        names = {
+            "s": rng.standard_normal((batch, width)).astype(DTYPE),
+            "_ZERO": np.zeros((), dtype=DTYPE),  # as the module defines it
+            "scalar_zero": DTYPE(0),
+        }
+        for zero in ("0", "scalar_zero"):
+            kind = "" if zero == "0" else ", against a dtype scalar"
+            step = f"relu in place, {batch}x{width}{kind}"
+            hand, generated = (f"out = np.maximum(s, {z}, out=s)" for z in (zero, "_ZERO"))
+            result.append(Case(step, hand, generated, names))
+            step = f"relu's mask, {batch}x{width}{kind}"
+            result.append(Case(step, f"out = s > {zero}", "out = s > _ZERO", names))
     helper: dict[str, Any] = {"np": np}
     exec(_helper_source("ones"), helper)  # the generated module's own helper
     names = {"n": 32, "_DTYPE": np.dtype(DTYPE), "_ones": helper["_ones"]}

@@ -53,9 +53,10 @@ INPUTS: dict[str, tuple[tuple[int | str, ...], str]] = {
 
 # DTYPE as a dtype object: np.asarray and np.empty take it without parsing a name.
 _DTYPE = np.dtype(DTYPE)
-# The 0 of relu and of its mask as a DTYPE scalar: NumPy would convert a 0 per call.
-# Defined whether or not a relu reads it, so that a first relu adds no line here.
-_ZERO = _DTYPE.type(0)
+# The 0 of relu and of its mask, a 0-d DTYPE array: NumPy would convert a 0, or a
+# scalar, into one on every call. Defined whether or not a relu reads it, so that a
+# first relu adds no line here.
+_ZERO = np.zeros((), dtype=_DTYPE)
 
 # x @ this column of 10 ones sums each row of x in one BLAS call.
 _ONES_COLUMN_10 = np.ones((10, 1), dtype=_DTYPE)

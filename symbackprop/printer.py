@@ -82,10 +82,10 @@ class NumpyPrinter(StrPrinter):
         return self._constant(f"_ONES_COLUMN_{length}", dtype, comment, value)
 
     def zero(self) -> str:
-        """The 0 of relu and of its mask `h > 0`: `_ZERO`, a scalar of the module's dtype,
-        the dtype of every float array (spec.py refuses an input of another). NumPy
-        converts a Python 0 on every call: 0.1 us of the 0.4 a small relu or comparison
-        takes."""
+        """The 0 of relu and of its mask `h > 0`: `_ZERO`, a 0-d array of the module's
+        dtype, the dtype of every float array (spec.py refuses an input of another).
+        NumPy converts a Python 0, or a NumPy scalar, into a 0-d array on every call:
+        0.1-0.2 us of the 0.25-0.9 a relu or comparison takes (benchmarks/README.md)."""
         return "_ZERO"
 
     def _constant(self, name: str, dtype: str, comment: str, value: str) -> str:

@@ -1,7 +1,7 @@
 """The forms the generated code takes for speed, where they are not the obvious ones:
 `np.dot` for matrix products (`np.matmul` for a large weight gradient); one vector of
 ones shared by every bias gradient of a batch (`np.dot(t_ones_batch, d_s)` rather than
-`d_s.sum(axis=0)`), made by `_ones`; relu's zero as a scalar of the module's dtype,
+`d_s.sum(axis=0)`), made by `_ones`; relu's zero as a 0-d array of the module's dtype,
 `_ZERO`; one-hot rows taken from an identity-matrix constant for
 cross-entropy over few classes (in the loss, one dot product picks and sums); and a
 dtype object, `_DTYPE`, where NumPy would parse DTYPE's name on every call. Each form
@@ -146,15 +146,15 @@ wrt: [M, u]
     check_gradients(text, tmp_path)
 
 
-# --- relu's zero, a scalar of the module's dtype ------------------------------------------
+# --- relu's zero, a 0-d array of the module's dtype ---------------------------------------
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_relu_and_its_mask_compare_with_a_zero_of_the_module_dtype(
     tmp_path: Path, dtype: str
 ) -> None:
-    """`_ZERO` rather than a Python 0, which NumPy converts on every call; of the module's
-    dtype, so no relu, mask or gradient changes dtype."""
+    """`_ZERO` rather than a Python 0 or a scalar, which NumPy converts into a 0-d array
+    on every call; of the module's dtype, so no relu, mask or gradient changes dtype."""
     text = mlp([4, 6, 5, 3], activation="relu") + f"dtype: {dtype}\n"
     source = compile_text(text, "fast.yaml")
     assert "    h1 = np.maximum(s1, _ZERO, out=s1)\n" in source
@@ -162,6 +162,7 @@ def test_relu_and_its_mask_compare_with_a_zero_of_the_module_dtype(
     assert "# dL/ds1 = dL/dh1 * relu'(s1) = dL/dh1 * [h1 > 0]\n" in source  # math, in comments
     assert re.search(r"[,(] 0[,)]", _code(source)) is None
     module = import_source(source, tmp_path)
+    assert isinstance(module._ZERO, np.ndarray) and module._ZERO.shape == ()
     assert module._ZERO == 0 and module._ZERO.dtype == np.dtype(dtype)
     params = module.init_params(0)
     x = np.random.default_rng(0).standard_normal((7, 4))
@@ -171,6 +172,33 @@ def test_relu_and_its_mask_compare_with_a_zero_of_the_module_dtype(
     grads = module.backward(cache)
     assert all(grad.dtype == np.dtype(dtype) for grad in grads.values())
     check_gradients(mlp([4, 6, 5, 3], activation="relu"), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_relu_of_scalars_meets_the_0_d_zero(tmp_path: Path, dtype: str) -> None:
+    """A 0-d `_ZERO` beside scalars: the value stays a scalar of the dtype (NumPy hands a
+    ufunc's 0-d result back as a scalar), and the mask of each side of the kink is right."""
+    text = f"""name: scalar_relu
+dtype: {dtype}
+inputs: {{a: [], b: []}}
+nodes:
+  h: relu(a * b)
+  e: h * h + relu(b - a)
+output: e
+wrt: [a, b]
+"""
+    source = compile_text(text, "scalar_relu.yaml")
+    assert "_ZERO" in _code(source)
+    module = import_source(source, tmp_path)
+    for a, b in ((1.5, 2.0), (-1.5, 2.0), (2.0, -0.5)):
+        value, grads = module.value_and_grad({}, a, b)
+        assert np.ndim(value) == 0 and np.asarray(value).dtype == np.dtype(dtype)
+        assert all(np.asarray(g).dtype == np.dtype(dtype) for g in grads.values())
+        h = max(a * b, 0.0)
+        expected_a = 2 * h * b * (a * b > 0) - (b - a > 0)
+        expected_b = 2 * h * a * (a * b > 0) + (b - a > 0)
+        assert np.allclose([grads["a"], grads["b"]], [expected_a, expected_b], rtol=1e-6)
+    check_gradients(text.replace(f"dtype: {dtype}\n", ""), tmp_path, {"a": 0.7, "b": 1.3})
 
 
 def test_every_printed_zero_of_relu_is_the_typed_zero() -> None:
