@@ -2,7 +2,7 @@
 
 spec -> graph -> reverse mode -> copy propagation -> shape donors -> inlining
 -> dead code -> CSE -> what to save (recompute cheap values) -> shapes kept -> batch
-sums -> dims read beside -> names -> emission.
+sums -> dims read beside -> cancelled adjoints -> names -> emission.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def optimize(program: Program) -> Optimized:
     forward = passes.shapes_kept(forward, graph)
     backward = passes.batch_sums(backward, graph)
     backward = passes.dims_read_beside(backward, graph)
+    # CSE can cancel an adjoint's terms (`B - d_g`, d_g = B): 0 filled out to its shape, and
+    # the lines only the cancelled terms read are dead
+    backward = passes.dead_code(passes.cancelled_adjoints(backward, graph), results)
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
     backward = passes.copy_propagation(backward, keep=results)
     backward = passes.own_results(

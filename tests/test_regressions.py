@@ -275,3 +275,54 @@ def test_a_prediction_whose_terms_cancel_reads_its_dims_off_its_own_input(
     x = np.ones((5, 4))
     predicted = module.predict({"W": np.ones((4, 3)), "w": w}, x=x)
     np.testing.assert_array_equal(predicted, np.broadcast_to(w, (5, 3)))
+
+
+CANCELLED_ADJOINTS = [
+    # L reads h and 1 - h: dL/dh = B - B once CSE names the broadcast B
+    "h: relu(x * w)\n  g: 1 - h\n  loss: sum(h) + sum(g)",
+    "h: tanh(x @ W)\n  g: 2 - h\n  loss: sum(h) + sum(g) + sum(w * w)",
+    "h: x * w\n  g: -h\n  loss: sum(h) + sum(g) + sum(w)",
+    "h: x * w\n  g: 3 - h\n  loss: mean(h) + mean(g) + sum(w)",
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nodes", CANCELLED_ADJOINTS)
+def test_an_adjoint_whose_terms_cancel_is_a_float_array_of_its_shape(
+    nodes: str, dtype: str, tmp_path: Path
+) -> None:
+    """Found by review: CSE made such an adjoint the Python int 0 (`d_h = 0`), so every
+    gradient computed from it came back int64 and shapeless, and a line that only the
+    cancelled terms read was left unused (ruff F841)."""
+    import subprocess
+    import sys
+
+    from symbackprop.compiler import compile_text
+    from tests.support import central_differences, import_source
+
+    text = (
+        f"name: cancelled\ndtype: {dtype}\ninputs: {{x: [n, 3]}}\n"
+        f"params: {{W: [3, 3], w: [3]}}\nnodes:\n  {nodes}\nwrt: [x, W, w]\n"
+    )
+    source = compile_text(text, "cancelled.yaml")
+    assert " = 0\n" not in source and "its terms cancel" in source
+    path = tmp_path / "cancelled_module.py"
+    path.write_text(source)
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode in (0, 1) and "F841" not in lint.stdout, lint.stdout
+    module = import_source(source, tmp_path)
+    rng = np.random.default_rng(3)
+    params = {"W": rng.standard_normal((3, 3)), "w": rng.standard_normal(3)}
+    x = rng.standard_normal((4, 3))
+    _, grads = module.value_and_grad({k: v.astype(dtype) for k, v in params.items()}, x=x)
+    for name in ("x", "W", "w"):
+        expected_shape = x.shape if name == "x" else params[name].shape
+        assert grads[name].shape == expected_shape and grads[name].dtype == np.dtype(dtype)
+    if dtype == "float64":
+        differences = central_differences(module, params, {"x": x})
+        for name, approx in differences.items():
+            np.testing.assert_allclose(grads[name], approx, rtol=1e-6, atol=1e-8, err_msg=name)

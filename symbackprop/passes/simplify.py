@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from ..ir import Dim, Graph, Node, Statement, broadcast_shapes
+from ..ir import Dim, Graph, Node, Statement, broadcast_shapes, symbol
 from ..ops import (
     BatchSum,
     BroadcastTo,
@@ -22,7 +22,7 @@ from ..ops import (
     ShapeOf,
     TensorOp,
 )
-from ..reverse import adjoint_symbol
+from ..reverse import adjoint_symbol, partial_sum_of
 
 
 def symbol_uses(exprs: Iterable[sp.Expr]) -> Counter[sp.Symbol]:
@@ -300,6 +300,31 @@ def shapes_kept(forward: list[Statement], graph: Graph) -> list[Statement]:
             dims = _dims_from_inputs(graph, node)
             if dims is not None:
                 statement = _with_expr(statement, Fill.make(expr, dims))
+        result.append(statement)
+    return result
+
+
+def cancelled_adjoints(backward: list[Statement], graph: Graph) -> list[Statement]:
+    """After CSE: an adjoint whose terms cancel (`B - d_g` once CSE names B `d_g`, where
+    `g = 1 - h` and L reads both) is the number 0 to SymPy, which NumPy would read as an
+    int, so every gradient computed from it would be int64 and shapeless. It is filled out
+    to its value's shape and dtype instead: `d_h = np.full((x.shape[0], 3), 0, ...)`.
+    (An adjoint is linear in dL/dloss, so the only number it can be is 0.)"""
+    result = []
+    for statement in backward:
+        target = statement.target
+        if statement.expr.is_number and partial_sum_of(target) is None:
+            node = graph.by_symbol.get(symbol(target.name.removeprefix("d_")))  # type: ignore[call-overload]
+            if node is not None and target == adjoint_symbol(node.symbol):
+                dims = (
+                    _dims_from_inputs(graph, node)
+                    if node.kind == "op"
+                    else _dims_off([node], list(node.type.shape), "shape")
+                )
+                if dims is not None:
+                    note = f"{statement.note} = 0, its terms cancel" if statement.note else ""
+                    filled = Fill.make(statement.expr, dims)
+                    statement = dataclasses.replace(statement, expr=filled, note=note)
         result.append(statement)
     return result
 
