@@ -100,9 +100,7 @@ class NumpyPrinter(StrPrinter):
     # --- building blocks used by ops.py ------------------------------------------------
 
     def parenthesize(self, item: sp.Basic, level: int, strict: bool = False) -> str:
-        # an elementwise function prints as a call, which binds as tightly as a name
-        function = isinstance(item, sp.Function) and not hasattr(item, "precedence")
-        prec = PRECEDENCE["Atom"] if function else precedence(item)
+        prec = _printed_precedence(item)
         text = self._print(item)
         if prec < level or (strict and prec <= level):
             return f"({text})"
@@ -170,10 +168,9 @@ class NumpyPrinter(StrPrinter):
         return repr(float(expr))
 
     def _print_Rational(self, expr: sp.Rational) -> str:
-        value = float(expr)
-        if sp.Rational(value) == expr:
-            return repr(value)
-        return f"({expr.p} / {expr.q})"
+        if _prints_as_literal(expr):
+            return repr(float(expr))
+        return f"{expr.p} / {expr.q}"  # parenthesized where it stands, as a quotient
 
     def _print_Half(self, expr: sp.Rational) -> str:
         return "0.5"
@@ -196,8 +193,10 @@ class NumpyPrinter(StrPrinter):
         for index, term in enumerate(terms):
             negative = term.could_extract_minus_sign()
             body = self.parenthesize(-term if negative else term, PRECEDENCE["Add"], strict=False)
-            if index == 0:
-                if negative and (-term).is_Pow:
+            if index == 0 and negative and term.is_Mul:
+                text = self._print(term)  # `-(x**2) * y`: the product's own sign rule
+            elif index == 0:
+                if negative and _prints_as_power(-term):
                     body = f"({body})"  # `-(x**2) + y`, as ruff format writes it
                 text = f"-{body}" if negative else body
             else:
@@ -240,7 +239,7 @@ class NumpyPrinter(StrPrinter):
             parts += [f"({self._print(mask.args[0])} > {self.zero()})" for mask in masks]
         else:
             parts = [self.parenthesize(item, PRECEDENCE["Mul"], strict=False) for item in numerator]
-        if sign and numerator and numerator[0].is_Pow:
+        if sign and numerator and _prints_as_power(numerator[0]):
             parts[0] = f"({parts[0]})"  # `-(x**2)`, as ruff format writes a negated power
         top = " * ".join(parts) or "1"
         if not denominator:
@@ -272,8 +271,14 @@ class NumpyPrinter(StrPrinter):
         if exponent == sp.S.Half:
             return self.call("np.sqrt", [base])
         left = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
-        right = self.parenthesize(exponent, PRECEDENCE["Pow"], strict=False)
-        if _is_simple_power_operand(base) and _is_simple_power_operand(exponent):
+        if _is_simple_power_operand(exponent):
+            # Python's exponent may be a unary minus: `x**-0.75`, `y**-x` (ruff leaves them
+            # so; it would space out a parenthesized `(-x)`)
+            right = self._print(exponent)
+        else:  # a power as exponent too: `x ** (y**z)` reads without knowing `**` nests
+            right = self.parenthesize(exponent, PRECEDENCE["Pow"], strict=True)
+        hug = _is_simple_power_operand(base) and not left.startswith("(")
+        if hug and _is_simple_power_operand(exponent):
             return f"{left}**{right}"
         return f"{left} ** {right}"
 
@@ -317,12 +322,42 @@ def _has_matmul(term: sp.Basic) -> bool:
     )
 
 
+def _printed_precedence(item: sp.Basic) -> int:
+    """How tightly `item` binds as this printer prints it, which is not always SymPy's
+    precedence: a power with a negative exponent prints as a quotient `1 / x`, a square
+    root and an elementwise function as a call."""
+    if isinstance(item, sp.Function) and not hasattr(item, "precedence"):
+        return PRECEDENCE["Atom"]
+    if item.is_Rational and not item.is_Integer:  # `0.25`, or a quotient `1 / 3`
+        if item.is_negative:
+            return PRECEDENCE["Add"]
+        return PRECEDENCE["Atom"] if _prints_as_literal(item) else PRECEDENCE["Mul"]
+    if item.is_Pow:
+        exponent = item.as_base_exp()[1]
+        if exponent.is_Rational and exponent.is_negative:
+            return PRECEDENCE["Mul"]
+        if exponent == sp.S.Half:
+            return PRECEDENCE["Atom"]
+    return precedence(item)
+
+
+def _prints_as_literal(number: sp.Basic) -> bool:
+    """A number printed as one literal: not a rational that no float is (`(1 / 3)`)."""
+    return not number.is_Rational or number.is_Integer or sp.Rational(float(number)) == number
+
+
+def _prints_as_power(expr: sp.Basic) -> bool:
+    """A power this printer writes with `**` (not as `1 / x` or `np.sqrt(x)`)."""
+    return bool(expr.is_Pow) and _printed_precedence(expr) == PRECEDENCE["Pow"]
+
+
 def _is_simple_power_operand(expr: sp.Basic) -> bool:
-    """ruff/black hug `**` when both sides are names, numbers or attribute chains."""
-    if expr.is_Symbol:
+    """ruff/black hug `**` when both sides are names, numbers or attribute chains
+    (`np.pi`), each maybe under a unary minus."""
+    if expr.is_Symbol or isinstance(expr, sp.NumberSymbol):
         return True
     if expr.is_Number:
-        return True
+        return _prints_as_literal(expr)
     if expr.is_Mul:
         coeff, rest = expr.as_coeff_mul()
         return coeff == -1 and len(rest) == 1 and _is_simple_power_operand(rest[0])
