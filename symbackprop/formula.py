@@ -220,6 +220,14 @@ class _Reader:
         return Call(node.func.id, args, tuple(kwargs), self.loc(node))
 
 
+def _one_line(source: str) -> str:
+    """A formula written over several lines (a YAML block) as the one line Python parses,
+    each character where it was. A `#` starts a comment to the end of its line, as in
+    Python: joined first, it would swallow every line after it."""
+    lines = source.split("\n")
+    return " ".join(line.split("#", 1)[0].ljust(len(line)) for line in lines)
+
+
 def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
     """Parse one formula; `loc` is where its first character sits in the spec file."""
     if len(text) > MAX_FORMULA_CHARS:
@@ -238,7 +246,7 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
                 f"non-ASCII character {char!r} in a formula", base.shifted(column), node_name
             )
     try:
-        tree = ast.parse(source.replace("\n", " "), mode="eval")
+        tree = ast.parse(_one_line(source), mode="eval")
     except SyntaxError as err:
         column = (err.offset or 1) - 1
         raise SpecError(f"syntax error: {err.msg}", base.shifted(column), node_name) from None

@@ -326,3 +326,18 @@ def test_an_adjoint_whose_terms_cancel_is_a_float_array_of_its_shape(
         differences = central_differences(module, params, {"x": x})
         for name, approx in differences.items():
             np.testing.assert_allclose(grads[name], approx, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_a_comment_in_a_formula_of_several_lines_ends_at_its_line(tmp_path: Path) -> None:
+    """Found by review: the lines of a YAML block were joined before parsing, so a `#`
+    on the first line swallowed the regularizer on the second, silently."""
+    commented = (
+        "name: reg\ninputs: {x: [batch, 3], y: [batch, 1]}\nparams: {W: [3, 1]}\n"
+        "nodes:\n  p: x @ W\n  loss: |\n    mse(p, y)   # data term, then # a second\n"
+        "    + 100 * sum(W * W)  # the regularizer\noutput: loss\n"
+    )
+    module = compile_module(commented, tmp_path)
+    x, y, w = np.ones((2, 3)), np.zeros((2, 1)), np.full((3, 1), 0.5)
+    value, grads = module.value_and_grad({"W": w}, x=x, y=y)
+    assert value == pytest.approx(1.5**2 + 100 * 0.75)
+    np.testing.assert_allclose(grads["W"], 2 * 1.5 * np.ones((3, 1)) + 200 * w)
