@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -115,16 +116,33 @@ def _lazy(
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written module."""
+    """Write to a temporary file beside `path`, then rename: never a half-written module.
+    The file gets the mode a plain write would give it: the old file's, else the umask's
+    (mkstemp makes it 0600, which other users could not import)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the name's start is enough to tell whose it is; all of it could pass 255 bytes
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent
+    )
     try:
+        os.chmod(temporary, _mode_for(path))
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
             stream.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits of `path` if it exists, else those a new file gets (0666 less
+    the umask), as `open(path, "w")` would leave them."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _compile(args: argparse.Namespace) -> int:

@@ -191,6 +191,14 @@ STDLIB_MODULES = frozenset(sys.stdlib_module_names) | {
 }
 
 
+# What pytest imports, and the file it reads as its own configuration: `pytest.py` beside
+# the emitted tests would run in pytest's place (`python -m pytest` imports from the folder).
+TEST_RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "conftest"})
+# `<name>.py` and the emitted `test_<name>_gradcheck.py` (18 more characters) are file
+# names: most file systems take 255 bytes, and a longer one fails only when written.
+MAX_MODULE_NAME = 230
+
+
 def check_module_name(name: object, where: YNode | Loc) -> str:
     """The spec's name: the generated module's file name, `<name>.py`."""
     name = check_identifier(name, where, "spec name")
@@ -198,6 +206,18 @@ def check_module_name(name: object, where: YNode | Loc) -> str:
         raise _fail(
             f"spec name {name!r} is a module of Python's standard library: {name}.py would "
             f"be imported in its place from the folder it is written to; choose another",
+            where,
+        )
+    if name in TEST_RUNNER_MODULES:
+        raise _fail(
+            f"spec name {name!r} is pytest's own: {name}.py would run in its place in the "
+            f"folder it is written to; choose another",
+            where,
+        )
+    if len(name) > MAX_MODULE_NAME:
+        raise _fail(
+            f"spec name is {len(name)} characters long, past {MAX_MODULE_NAME}: it names the "
+            f"module's file, {MAX_MODULE_NAME + 3} characters at most with .py",
             where,
         )
     return name

@@ -268,3 +268,60 @@ def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"symbackprop {__version__}"
+
+
+# --- the files compile writes --------------------------------------------------------------
+
+
+def test_written_files_get_the_umask_mode_or_keep_their_own(tmp_path: Path) -> None:
+    """Found by review: modules came out 0600 (mkstemp's mode), and regenerating a 0644
+    module made it 0600, so another user, or a server's account, could not import it."""
+    import os
+    import stat
+
+    spec = str(EXAMPLES / "gates.yaml")
+    out = tmp_path / "out"
+    old_umask = os.umask(0o022)
+    try:
+        assert main(["compile", "--emit-tests", "-o", str(out), spec]) == 0
+        for path in out.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        (out / "gates.py").chmod(0o664)
+        assert main(["compile", "-o", str(out), spec]) == 0
+        assert stat.S_IMODE((out / "gates.py").stat().st_mode) == 0o664
+    finally:
+        os.umask(old_umask)
+
+
+def test_a_long_spec_name_writes_or_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: a 245-character name failed on the temporary file's longer name,
+    and past 251 the write failed (exit 1, "cannot write"); longer names than
+    MAX_MODULE_NAME are refused as spec errors, and the longest is written with its
+    emitted test."""
+    from symbackprop.spec import MAX_MODULE_NAME
+
+    body = "inputs: {x: [3]}\nnodes: {e: sum(x * x)}\nwrt: [x]\n"
+    longest = "m" * MAX_MODULE_NAME
+    spec = tmp_path / "long.yaml"
+    spec.write_text(f"name: {longest}\n{body}", encoding="utf-8")
+    assert main(["compile", "--emit-tests", "-o", str(tmp_path / "out"), str(spec)]) == 0
+    assert (tmp_path / "out" / f"{longest}.py").exists()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    spec.write_text(f"name: {longest}m\n{body}", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["compile", "-o", str(tmp_path / "out2"), str(spec)]) == 2
+    assert f"{MAX_MODULE_NAME + 1} characters long" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("name", ["pytest", "conftest"])
+def test_a_spec_named_after_pytest_is_refused(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: `pytest.py` beside the emitted tests ran in pytest's place."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: {name}\ninputs: {{x: [3]}}\nnodes: {{e: sum(x)}}\nwrt: [x]\n")
+    assert main(["compile", "--emit-tests", "-o", str(tmp_path / "out"), str(spec)]) == 2
+    assert "pytest's own" in capsys.readouterr().err
