@@ -309,18 +309,53 @@ def init_arguments(param: ParamSpec) -> dict[str, float]:
     return INIT_ARGS.get(param.init, {}) | dict(param.init_args)
 
 
-def _check_init_args(param: ParamSpec, fields: dict[str, YNode]) -> None:
-    """What NumPy's generators would refuse in `init_params`, refused here instead."""
+# The largest finite value of each float dtype (a spec is read without NumPy).
+FLOAT_MAX = {"float32": 3.4028234663852886e38, "float64": sys.float_info.max}
+# How far from its mean, in stds, a normal init is taken to reach: a draw past 40 std
+# has a probability below 1e-300.
+NORMAL_REACH = 40.0
+
+
+def _check_init_args(param: ParamSpec, fields: dict[str, YNode], dtype: str) -> None:
+    """What NumPy's generators would refuse in `init_params`, or draw past the largest
+    number of the dtype (inf params), refused here instead."""
     given = init_arguments(param)
+    largest = FLOAT_MAX[dtype]
+
+    def where(*keys: str) -> YNode:
+        return next((fields[key] for key in keys if key in fields), fields["init"])
+
     if given.get("std", 0.0) < 0:
         raise _fail(f"std of param {param.name} must not be negative", fields["std"])
     if given.get("low", 0.0) > given.get("high", 0.0):
-        where = fields["high"] if "high" in fields else fields["low"]
         low, high = given["low"], given["high"]
-        raise _fail(f"low ({low:g}) of param {param.name} is above its high ({high:g})", where)
+        message = f"low ({low:g}) of param {param.name} is above its high ({high:g})"
+        raise _fail(message, where("high", "low"))
+    if "low" in given:
+        low, high = given["low"], given["high"]
+        if max(abs(low), abs(high)) > largest:
+            raise _fail(
+                f"the range of param {param.name}, [{low:g}, {high:g}], passes the largest "
+                f"{dtype} ({largest:g}): its values would not be finite",
+                where("high", "low"),
+            )
+        if high - low > sys.float_info.max:
+            raise _fail(
+                f"the range of param {param.name}, [{low:g}, {high:g}], is wider than the "
+                f"largest float64: NumPy cannot draw from it",
+                where("high", "low"),
+            )
+    if "mean" in given:
+        mean, std = given["mean"], given["std"]
+        if abs(mean) + NORMAL_REACH * std > largest:
+            raise _fail(
+                f"param {param.name}'s normal init (mean {mean:g}, std {std:g}) reaches past "
+                f"the largest {dtype} ({largest:g}): its values would not be finite",
+                where("std", "mean"),
+            )
 
 
-def _params(node: YNode | None) -> list[ParamSpec]:
+def _params(node: YNode | None, dtype: str) -> list[ParamSpec]:
     if node is None:
         return []
     result = []
@@ -346,7 +381,7 @@ def _params(node: YNode | None) -> list[ParamSpec]:
             init = "zeros" if len(shape) <= 1 else "glorot_uniform"
         param = ParamSpec(name, shape, init, tuple(init_args), value.loc)  # type: ignore[arg-type]
         if value.is_map:
-            _check_init_args(param, value.value)
+            _check_init_args(param, value.value, dtype)
         result.append(param)
     return result
 
@@ -479,7 +514,7 @@ def parse_spec(text: str, file: str) -> Spec:
     name = check_module_name(fields["name"].value, fields["name"])
     dtype = _dtype(fields["dtype"], FLOAT_DTYPES, "dtype") if "dtype" in fields else "float64"
     inputs = _inputs(fields.get("inputs"), dtype)
-    params = _params(fields.get("params"))
+    params = _params(fields.get("params"), dtype)
     nodes: list[NodeSpec] = []
     output = None
     output_loc = root.loc

@@ -202,6 +202,24 @@ CASES = [
             "low_above_default_high": "init: uniform, low: 2",
             "init_list": "init: [1, 2]",
             "init_map": "init: {a: 1}",
+            # found by review: these drew inf, or raised OverflowError in init_params
+            "uniform_wider_than_float64": "init: uniform, low: -1.0e+308, high: 1.0e+308",
+            "uniform_past_float64": "init: uniform, low: 0, high: 1.0e+309",
+            "normal_past_float64": "init: normal, mean: 1.0e+308, std: 1.0e+307",
+        }.items()
+    ],
+    # past the largest float32 in a float32 spec (fine in float64)
+    *[
+        Case(
+            f"param_init_float32_{label}",
+            f"name: a\ndtype: float32\ninputs: {{x: [3]}}\nparams:\n  W: {{shape: [3], {init}}}\n"
+            "nodes:\n  y: sum(x * W)\n",
+            5,
+            "param W",
+        )
+        for label, init in {
+            "uniform": "init: uniform, low: 1.0e+39, high: 2.0e+39",
+            "normal": "init: normal, std: 1.0e+37",
         }.items()
     ],
     Case(
@@ -595,3 +613,17 @@ def test_huge_legal_dims_compile_without_allocating(tmp_path: Path) -> None:
     )
     (tmp_path / SPEC_FILE).write_text(text, encoding="utf-8")
     assert main(["compile", "-o", str(tmp_path / "out"), str(tmp_path / SPEC_FILE)]) == 0
+
+
+def test_large_but_finite_inits_compile_and_draw_finite_params(tmp_path: Path) -> None:
+    """The other side of the init bounds: float64 takes what float32 refuses."""
+    text = (
+        "name: big\ninputs: {x: [3]}\nparams:\n"
+        "  U: {shape: [3], init: uniform, low: 1.0e+39, high: 2.0e+39}\n"
+        "  N: {shape: [3], init: normal, std: 1.0e+37}\n"
+        "nodes:\n  y: sum(x * U) + sum(x * N)\n"
+    )
+    module = import_source(compile_text(text, "big.yaml"), tmp_path)
+    params = module.init_params(0)
+    assert all(np.isfinite(value).all() for value in params.values())
+    assert (params["U"] >= 1e39).all()
