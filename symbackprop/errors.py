@@ -20,6 +20,27 @@ class Loc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+@dataclass(frozen=True)
+class ScalarLoc(Loc):
+    """Where a YAML string was written, and where each character of its value is: a block
+    (`|`), a quoted or a folded string is not its value character for character (quotes,
+    indents, folded line breaks, escapes), so `shifted(n)` looks up the n-th character's
+    place. `places[i]` is the (line, col) of character i; `index`, which one this is."""
+
+    places: tuple[tuple[int, int], ...] = ()
+    index: int | None = None  # None: the string itself, where YAML says it starts
+
+    def shifted(self, columns: int) -> Loc:
+        if not self.places:
+            return super().shifted(columns)
+        index = (self.index or 0) + columns
+        last = len(self.places) - 1
+        line, col = self.places[min(max(index, 0), last)]
+        if index > last:  # past the end (a syntax error there): on along its line
+            col += index - last
+        return ScalarLoc(self.file, line, col, self.places, index)
+
+
 class SpecError(Exception):
     """A bad spec: printed as `file:line:col: message`, exit code 2, never a traceback."""
 

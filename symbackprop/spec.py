@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Loc, SpecError
+from .errors import Loc, ScalarLoc, SpecError
 from .yamlsrc import YNode, key_loc, load_yaml, shown
 
 FLOAT_DTYPES = ("float64", "float32")
@@ -394,7 +394,10 @@ def _formula_text(node: YNode, what: str) -> str:
 
 
 def _formula_loc(node: YNode) -> Loc:
-    """Where the formula's first character is (one past a quote)."""
+    """Where the formula's first character is: past a quote, past a block's indicator
+    and indent (the string's own map of its characters knows, see ScalarLoc)."""
+    if isinstance(node.loc, ScalarLoc):
+        return node.loc.shifted(0)
     return node.loc.shifted(1) if node.quoted else node.loc
 
 

@@ -6,16 +6,25 @@ tag that would construct a Python object (`!!python/object/apply:os.system`) is 
 
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from .errors import Loc, SpecError
+from .errors import Loc, ScalarLoc, SpecError
 
 MAX_DEPTH = 64
 MAX_NODES = 200_000
 MAX_BYTES = 4_000_000
+# How far past the last character found the next one of a string's value is looked for
+# in its source (past an indent, a line break, a quote); past it (an escape such as
+# `\u0051`), the character is placed where the search started.
+_SEARCH_WINDOW = 256
+# Strings longer than any formula (formula.MAX_FORMULA_CHARS) get no such map.
+_MAPPED_CHARS = 20_000
+_SPACE = re.compile(r"\s")
 
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:map",
@@ -71,10 +80,39 @@ def _loc(mark: yaml.Mark, file: str) -> Loc:
 
 
 class _Converter:
-    def __init__(self, file: str):
+    def __init__(self, file: str, text: str):
         self.file = file
+        self.text = text
+        self.line_starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
         self.count = 0
         self.constructor = yaml.SafeLoader("")
+
+    def _index(self, mark: yaml.Mark) -> int:
+        return self.line_starts[min(mark.line, len(self.line_starts) - 1)] + mark.column
+
+    def _place(self, index: int) -> tuple[int, int]:
+        line = bisect.bisect_right(self.line_starts, index) - 1
+        return line + 1, index - self.line_starts[line] + 1
+
+    def scalar_loc(self, node: yaml.ScalarNode, value: str, loc: Loc) -> Loc:
+        """`loc`, with the place of each character of `value` where its source differs
+        from it (see ScalarLoc): each is found in order in the source after the last."""
+        start, end = self._index(node.start_mark), self._index(node.end_mark)
+        if len(value) > _MAPPED_CHARS or self.text[start:end] == value:
+            return loc
+        places = []
+        at = start
+        for char in value:
+            stop = min(end, at + _SEARCH_WINDOW)
+            if char.isspace():  # a line break folded into a space, an indent kept
+                space = _SPACE.search(self.text, at, stop)
+                found = space.start() if space else -1
+            else:
+                found = self.text.find(char, at, stop)
+            places.append(self._place(found if found >= 0 else at))
+            if found >= 0:
+                at = found + 1
+        return ScalarLoc(loc.file, loc.line, loc.col, tuple(places))
 
     def convert(self, node: yaml.Node, depth: int) -> YNode:
         loc = _loc(node.start_mark, self.file)
@@ -90,6 +128,8 @@ class _Converter:
                 raise SpecError(f"YAML tag {node.tag!r} is not allowed in a spec", loc) from err
             except (ValueError, OverflowError) as err:
                 raise SpecError(f"bad YAML scalar: {err}", loc) from err
+            if isinstance(value, str):
+                loc = self.scalar_loc(node, value, loc)
             return YNode(value, loc, quoted=node.style in ("'", '"'))
         if node.tag not in _STANDARD_TAGS:
             raise SpecError(f"YAML tag {node.tag!r} is not allowed in a spec", loc)
@@ -135,6 +175,6 @@ def load_yaml(text: str, file: str) -> YNode:
     if root is None:
         raise SpecError("the spec is empty", Loc(file, 1, 1))
     try:
-        return _Converter(file).convert(root, 0)
+        return _Converter(file, text).convert(root, 0)
     except RecursionError:
         raise SpecError("the spec nests too deeply", Loc(file, 1, 1)) from None

@@ -178,6 +178,37 @@ BAD_SPECS = [
         exact=True,
     ),
     BadSpec("bad YAML", "name: bad\ninputs: {a: [}\nnodes:\n  c: a\n", "inputs", None),
+    # found by review: inside a YAML block, a folded quoted string or past an escape, the
+    # error pointed at the string's start line, at a column counted through the joined text
+    BadSpec(
+        "unknown name in a block",
+        "name: bad\ninputs: {a: []}\nnodes:\n  c: |\n    a * 2\n      + 3 * q\n"
+        "output: c\nwrt: [a]\n",
+        "q\n",
+        "c",
+        exact=True,
+    ),
+    BadSpec(
+        "unknown name in a folded quoted string",
+        'name: bad\ninputs: {a: []}\nnodes:\n  c: "a * 2\n    + 3 * q"\noutput: c\nwrt: [a]\n',
+        'q"',
+        "c",
+        exact=True,
+    ),
+    BadSpec(
+        "unknown name past an escape",
+        'name: bad\ninputs: {a: []}\nnodes:\n  c: "\\u0061 * q"\noutput: c\nwrt: [a]\n',
+        'q"',
+        "c",
+        exact=True,
+    ),
+    BadSpec(
+        "unknown name written as an escape",
+        'name: bad\ninputs: {a: []}\nnodes:\n  c: "a * \\u0051"\noutput: c\nwrt: [a]\n',
+        "\\u0051",
+        "c",
+        exact=True,
+    ),
     BadSpec(
         "bad layer activation",
         "name: bad\ninputs: {x: [batch, 3], y: [batch, 2]}\nlayers:\n"
