@@ -392,6 +392,58 @@ def test_relative_error() -> None:
     assert gradcheck.relative_error(np.zeros(3), np.zeros(3)) == 0.0
 
 
+CONSTANT_LOSSES = {
+    "softmax_sum": (
+        "inputs: {x: [3], y: [3]}\nnodes:\n  e: sum(softmax(1 / x)) + sum(y)\nwrt: [x, y]\n"
+    ),
+    "centred": (
+        "inputs: {x: [batch, 3]}\nparams: {W: [3, 2]}\n"
+        "nodes:\n  s: x @ W\n  c: s - mean(s, axis=0)\n  loss: sum(c)\n"
+    ),
+    "softmax_of_product": (
+        "inputs: {x: [batch, 3]}\nparams: {W: [3, 4]}\nnodes:\n  e: sum(softmax(x @ W))\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "9"])
+@pytest.mark.parametrize("name", list(CONSTANT_LOSSES))
+def test_a_loss_constant_in_a_param_passes(
+    name: str, seed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: the gradient is 0 (a softmax sums to 1; centred values sum to 0),
+    the differences are rounding noise, and `check` failed them against a floor of 1e-8;
+    the floor is NOISE_FLOOR times max(1, |loss|)."""
+    spec = write_spec(tmp_path, f"name: {name}\n" + CONSTANT_LOSSES[name])
+    code, output = run_check(capsys, spec, "--seed", seed)
+    assert code == 0, output
+
+
+def test_a_wrong_gradient_of_a_constant_loss_still_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The floor is a noise allowance, 1e-9 |L| absolute: an error of 1e-6 still fails."""
+    spec = write_spec(tmp_path, "name: centred\n" + CONSTANT_LOSSES["centred"])
+    load = gradcheck.load_generated
+
+    def load_shifted(source: str, module_name: str) -> object:
+        module = load(source, module_name)
+        original = module.value_and_grad
+
+        def value_and_grad(params: dict[str, np.ndarray], **inputs: np.ndarray) -> object:
+            value, grads = original(params, **inputs)
+            shifted = grads["W"].copy()
+            shifted[0, 0] += 1e-6
+            return value, {**grads, "W": shifted}
+
+        module.value_and_grad = value_and_grad
+        return module
+
+    monkeypatch.setattr(gradcheck, "load_generated", load_shifted)
+    code, output = run_check(capsys, spec)
+    assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
+
+
 def test_float64_variant_keeps_labels_int() -> None:
     spec = parse_spec((EXAMPLES / "mlp.yaml").read_text(encoding="utf-8"), "mlp.yaml")
     variant = gradcheck.float64_variant(spec)
