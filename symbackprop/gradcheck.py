@@ -248,6 +248,13 @@ def relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-8
 # --- the check ----------------------------------------------------------------------
 
 
+class GradientShapeError(Exception):
+    """The generated code returned a gradient not shaped like its value (a bug of ours)."""
+
+    def __init__(self, name: str, got: tuple[int, ...], wanted: tuple[int, ...]):
+        super().__init__(f"the gradient of {name} has shape {got}, but {name} has shape {wanted}")
+
+
 @dataclass(frozen=True)
 class GradientResult:
     name: str
@@ -279,7 +286,11 @@ def check_spec(spec: Spec, seed: int = 0) -> Report:
     rng = np.random.default_rng(seed + 1)
     results = []
     for name in module64.WRT:
-        indices = sample_indices(np.shape(point.holder(name)[name]), rng)
+        shape = np.shape(point.holder(name)[name])
+        for gradients in (grads, grads32 or {}):
+            if name in gradients and np.shape(gradients[name]) != shape:
+                raise GradientShapeError(name, np.shape(gradients[name]), shape)
+        indices = sample_indices(shape, rng)
         expected = _differences(module64, point, name, indices)
         actual = np.array([grads[name][index] for index in indices])
         float32_error = None
@@ -375,6 +386,10 @@ def check_file(
         report = check_spec(spec, seed)
     except SpecError:
         raise
+    except GradientShapeError as error:
+        print(f"symbackprop check: {spec.file_name}: {error}", file=sys.stderr)
+        print(f"A gradient must be shaped like its value: {_BUG}", file=sys.stderr)
+        return 1
     except Exception as error:
         if _too_large(error):  # a value past the memory, not a fault of the code
             message = f"a value is too large to compute at the check's sizes: {error}"
@@ -386,15 +401,14 @@ def check_file(
         print(f"  {type(error).__name__}: {error}", file=sys.stderr)
         for frame in frames:
             print(f"  at {frame}", file=sys.stderr)
-        print(
-            "A spec that compiles must give code that runs: this is a bug in symbackprop. "
-            "Please report it with the spec.",
-            file=sys.stderr,
-        )
+        print(f"A spec that compiles must give code that runs: {_BUG}", file=sys.stderr)
         return 1
     finally:
         _forget_sources()
     return 0 if format_report(report, tolerance, out or sys.stdout) else 1
+
+
+_BUG = "this is a bug in symbackprop. Please report it with the spec."
 
 
 def _too_large(error: Exception) -> bool:

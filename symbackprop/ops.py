@@ -765,6 +765,8 @@ class Fill(TensorOp):
         value, *sources = self.args
         if len(sources) == 1 and isinstance(sources[0], DimsOf):  # a shape written out
             shape = printer.doprint(sources[0])
+        elif len(sources) == 1:
+            shape = printer.doprint(ShapeOf(sources[0]))
         elif sources:
             shape = printer.call("np.broadcast_shapes", [ShapeOf(source) for source in sources])
         else:

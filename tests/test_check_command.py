@@ -184,6 +184,32 @@ def break_float64_seed(monkeypatch: pytest.MonkeyPatch, line: str) -> None:
     monkeypatch.setattr(gradcheck, "load_generated", load_broken)
 
 
+def test_a_gradient_shaped_unlike_its_value_is_reported_not_dumped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by the second review: a compiler bug that returned a (1, 1) gradient for a
+    (4, 1) value made `check` raise IndexError with a traceback. It is reported as a bug
+    of ours: which gradient, both shapes, exit 1."""
+    load = gradcheck.load_generated
+
+    def load_misshaped(source: str, module_name: str) -> object:
+        module = load(source, module_name)
+        original = module.value_and_grad
+
+        def value_and_grad(params: dict[str, np.ndarray], **inputs: np.ndarray) -> object:
+            value, grads = original(params, **inputs)
+            return value, {**grads, "b1": grads["b1"][:1]}
+
+        module.value_and_grad = value_and_grad
+        return module
+
+    monkeypatch.setattr(gradcheck, "load_generated", load_misshaped)
+    code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
+    assert code == 1
+    assert "the gradient of b1 has shape (1,), but b1 has shape (" in output
+    assert "bug in symbackprop" in output
+
+
 def test_generated_code_that_raises_is_reported_not_dumped(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

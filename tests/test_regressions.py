@@ -341,3 +341,28 @@ def test_a_comment_in_a_formula_of_several_lines_ends_at_its_line(tmp_path: Path
     value, grads = module.value_and_grad({"W": w}, x=x, y=y)
     assert value == pytest.approx(1.5**2 + 100 * 0.75)
     np.testing.assert_allclose(grads["W"], 2 * 1.5 * np.ones((3, 1)) + 200 * w)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "inputs: {x: [n, 1], z: [1, m]}\nparams: {w: [1]}\n"
+        "nodes:\n  h: x * z * w\n  g: 1 - h\n  loss: sum(h) + sum(g) + sum(w * w)\n",
+        "inputs: {x: [n, k], z: [k, m]}\nparams: {w: [1]}\n"
+        "nodes:\n  h: (x @ z) * w\n  g: 1 - h\n  loss: sum(h) + sum(g) + sum(w * w)\n",
+    ],
+)
+def test_a_cancelled_adjoint_whose_dims_no_one_input_has_reads_its_value_shape(
+    spec: str, tmp_path: Path
+) -> None:
+    """Found by the second review: h's dims come from x and z together, so no input could
+    give its shape, and `d_h = 0` was left: gradients of x and z came back (1, 1), or
+    the code raised. The adjoint is filled out to h's own shape."""
+    module = compile_module(f"name: bcast\n{spec}wrt: [x, z, w]\n", tmp_path)
+    rng = np.random.default_rng(4)
+    x_shape, z_shape = ((4, 1), (1, 5)) if "x * z" in spec else ((4, 2), (2, 5))
+    x, z, w = rng.standard_normal(x_shape), rng.standard_normal(z_shape), np.array([0.3])
+    _, grads = module.value_and_grad({"w": w}, x=x, z=z)
+    assert grads["x"].shape == x_shape and grads["z"].shape == z_shape
+    np.testing.assert_array_equal(grads["x"], 0.0)
+    np.testing.assert_allclose(grads["w"], 2 * w)

@@ -321,10 +321,12 @@ def cancelled_adjoints(backward: list[Statement], graph: Graph) -> list[Statemen
                     if node.kind == "op"
                     else _dims_off([node], list(node.type.shape), "shape")
                 )
-                if dims is not None:
-                    note = f"{statement.note} = 0, its terms cancel" if statement.note else ""
-                    filled = Fill.make(statement.expr, dims)
-                    statement = dataclasses.replace(statement, expr=filled, note=note)
+                # no one input has every named dim (`x * z` of x [n, 1] and z [1, m]):
+                # the value's own shape, read off the value (saved for it)
+                shape = dims if dims is not None else node.symbol
+                note = f"{statement.note} = 0, its terms cancel" if statement.note else ""
+                filled = Fill.make(statement.expr, shape)
+                statement = dataclasses.replace(statement, expr=filled, note=note)
         result.append(statement)
     return result
 
