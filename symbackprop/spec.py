@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import keyword
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -288,10 +289,21 @@ def _reject_unknown(fields: dict[str, YNode], known: tuple[str, ...], what: str)
             )
 
 
+# YAML 1.1 (PyYAML's) reads `1e-3` as a string: a float needs a dot, `1.0e-3`. An
+# unquoted string of this form is the number YAML 1.2 and JSON users mean.
+_EXPONENT_FLOAT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
+
+
 def _number(node: YNode, what: str) -> float:
-    if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+    raw = node.value
+    if isinstance(raw, str) and not node.quoted and _EXPONENT_FLOAT.fullmatch(raw):
+        raw = float(raw)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise _fail(f"{what} must be a number", node)
-    value = float(node.value)
+    try:
+        value = float(raw)
+    except OverflowError:  # an int of hundreds of digits
+        raise _fail(f"{what} must be finite", node) from None
     if value != value or value in (float("inf"), float("-inf")):
         raise _fail(f"{what} must be finite", node)
     return value
@@ -309,8 +321,13 @@ def init_arguments(param: ParamSpec) -> dict[str, float]:
     return INIT_ARGS.get(param.init, {}) | dict(param.init_args)
 
 
-# The largest finite value of each float dtype (a spec is read without NumPy).
-FLOAT_MAX = {"float32": 3.4028234663852886e38, "float64": sys.float_info.max}
+# The largest float64 draw that is finite in each dtype: for float32, the last float64
+# below its largest value plus half a step (so `3.4028235e+38`, float32's largest as NumPy
+# prints it, rounds to it). A spec is read without NumPy.
+FLOAT_MAX = {
+    "float32": math.nextafter(float.fromhex("0x1.ffffffp+127"), 0.0),
+    "float64": sys.float_info.max,
+}
 # How far from its mean, in stds, a normal init is taken to reach: a draw past 40 std
 # has a probability below 1e-300.
 NORMAL_REACH = 40.0

@@ -206,6 +206,8 @@ CASES = [
             "uniform_wider_than_float64": "init: uniform, low: -1.0e+308, high: 1.0e+308",
             "uniform_past_float64": "init: uniform, low: 0, high: 1.0e+309",
             "normal_past_float64": "init: normal, mean: 1.0e+308, std: 1.0e+307",
+            # second review: an OverflowError traceback converting the int
+            "int_of_400_digits": "init: uniform, low: 0, high: 1" + "0" * 400,
         }.items()
     ],
     # past the largest float32 in a float32 spec (fine in float64)
@@ -613,6 +615,22 @@ def test_huge_legal_dims_compile_without_allocating(tmp_path: Path) -> None:
     )
     (tmp_path / SPEC_FILE).write_text(text, encoding="utf-8")
     assert main(["compile", "-o", str(tmp_path / "out"), str(tmp_path / SPEC_FILE)]) == 0
+
+
+def test_float32s_largest_as_numpy_prints_it_is_a_bound_it_takes(tmp_path: Path) -> None:
+    """Second review: `3.4028235e+38` is float32's largest as NumPy prints it; a float64
+    draw below it rounds to that finite float32. Written `1e-3` (no dot: a string to
+    YAML 1.1), an argument is the number YAML 1.2 and JSON read."""
+    text = (
+        "name: edge\ndtype: float32\ninputs: {x: [3]}\nparams:\n"
+        "  U: {shape: [3], init: uniform, low: -3.4028235e+38, high: 3.4028235e+38}\n"
+        "  N: {shape: [3], init: normal, std: 1e-3}\n"
+        "nodes:\n  y: sum(x * U) + sum(x * N)\n"
+    )
+    module = import_source(compile_text(text, "edge.yaml"), tmp_path)
+    params = module.init_params(0)
+    assert all(np.isfinite(value).all() for value in params.values())
+    assert np.abs(params["N"]).max() < 0.01
 
 
 def test_large_but_finite_inits_compile_and_draw_finite_params(tmp_path: Path) -> None:
