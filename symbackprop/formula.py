@@ -239,6 +239,9 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
         raise SpecError("the formula is empty", loc, node_name)
     offset = len(text) - len(text.lstrip())
     base = loc.shifted(offset)
+    source = _one_line(source)
+    if not source.strip():
+        raise SpecError("the formula is only a comment", base, node_name)
     for column, char in enumerate(source):
         if not char.isascii():
             # Python's parser NFKC-normalizes names: `ｘ` would silently mean `x`
@@ -246,7 +249,7 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
                 f"non-ASCII character {char!r} in a formula", base.shifted(column), node_name
             )
     try:
-        tree = ast.parse(_one_line(source), mode="eval")
+        tree = ast.parse(source, mode="eval")
     except SyntaxError as err:
         column = (err.offset or 1) - 1
         raise SpecError(f"syntax error: {err.msg}", base.shifted(column), node_name) from None

@@ -407,7 +407,16 @@ def _formula_text(node: YNode, what: str) -> str:
     value = node.value
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _fail(f"{what} must be a formula (a string)", node)
-    return str(value)
+    text = str(value)
+    if "#" in text and not node.literal:
+        # YAML joined the lines of a folded (`>`) or quoted string into one: a comment
+        # would silently take every line after it along
+        raise SpecError(
+            f"a # in {what}: only a literal block (`|`) keeps the line breaks that end a "
+            "comment; write the formula as one, or drop the comment",
+            _formula_loc(node).shifted(text.index("#")),
+        )
+    return text
 
 
 def _formula_loc(node: YNode) -> Loc:

@@ -40,6 +40,7 @@ class YNode:
     value: Any
     loc: Loc
     quoted: bool = False
+    literal: bool = False  # a literal block (`|`): its line breaks are the value's own
 
     @property
     def is_map(self) -> bool:
@@ -130,7 +131,7 @@ class _Converter:
                 raise SpecError(f"bad YAML scalar: {err}", loc) from err
             if isinstance(value, str):
                 loc = self.scalar_loc(node, value, loc)
-            return YNode(value, loc, quoted=node.style in ("'", '"'))
+            return YNode(value, loc, node.style in ("'", '"'), node.style == "|")
         if node.tag not in _STANDARD_TAGS:
             raise SpecError(f"YAML tag {node.tag!r} is not allowed in a spec", loc)
         if isinstance(node, yaml.SequenceNode):
@@ -143,7 +144,9 @@ class _Converter:
             if key.value in mapping:
                 raise SpecError(f"duplicate key {key.value!r}", key.loc)
             value = self.convert(value_node, depth + 1)
-            mapping[key.value] = _Keyed(value.value, value.loc, value.quoted, key.loc)
+            mapping[key.value] = _Keyed(
+                value.value, value.loc, value.quoted, value.literal, key.loc
+            )
         return YNode(mapping, loc)
 
 

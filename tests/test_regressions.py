@@ -366,3 +366,34 @@ def test_a_cancelled_adjoint_whose_dims_no_one_input_has_reads_its_value_shape(
     assert grads["x"].shape == x_shape and grads["z"].shape == z_shape
     np.testing.assert_array_equal(grads["x"], 0.0)
     np.testing.assert_allclose(grads["w"], 2 * w)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        ">\n    mse(p, y)   # data term\n    + 100 * sum(W * W)",
+        '"mse(p, y)   # data term\n    + 100 * sum(W * W)"',
+        "'mse(p, y)  # data term'",
+    ],
+)
+def test_a_comment_in_a_formula_yaml_joined_into_one_line_is_refused(formula: str) -> None:
+    """Second review: YAML folds a `>` block or a quoted string into one line before the
+    formula is read, so a `#` there would silently take the rest along. Only a literal
+    block keeps the line breaks that end a comment."""
+    text = (
+        "name: reg\ninputs: {x: [batch, 3], y: [batch, 1]}\nparams: {W: [3, 1]}\n"
+        f"nodes:\n  p: x @ W\n  loss: {formula}\noutput: loss\n"
+    )
+    with pytest.raises(SpecError, match=r"a # in node loss: only a literal block") as error:
+        parse_spec(text, "reg.yaml")
+    before = text[: text.index("#")]
+    where = (before.count("\n") + 1, len(before) - before.rfind("\n"))
+    assert error.value.loc is not None
+    assert (error.value.loc.line, error.value.loc.col) == where  # the `#` itself
+
+
+def test_a_comment_in_a_literal_block_may_say_anything(tmp_path: Path) -> None:
+    """Comments are not formula text: a non-ASCII character there is fine."""
+    text = "name: c\ninputs: {x: [3]}\nnodes:\n  e: |\n    sum(x * x)  # café\n    + 1\nwrt: [x]\n"
+    module = compile_module(text, tmp_path)
+    assert module.value_and_grad({}, x=np.ones(3))[0] == 4.0
