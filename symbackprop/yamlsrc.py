@@ -25,6 +25,10 @@ _SEARCH_WINDOW = 256
 # Strings longer than any formula (formula.MAX_FORMULA_CHARS) get no such map.
 _MAPPED_CHARS = 20_000
 _SPACE = re.compile(r"\s")
+# The line breaks PyYAML counts lines by.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+# The length of each escape of a double-quoted string after its backslash (else 1).
+_ESCAPE_LENGTHS = {"x": 3, "u": 5, "U": 9}
 
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:map",
@@ -84,7 +88,7 @@ class _Converter:
     def __init__(self, file: str, text: str):
         self.file = file
         self.text = text
-        self.line_starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
+        self.line_starts = [0] + [match.end() for match in _LINE_BREAK.finditer(text)]
         self.count = 0
         self.constructor = yaml.SafeLoader("")
 
@@ -95,6 +99,17 @@ class _Converter:
         line = bisect.bisect_right(self.line_starts, index) - 1
         return line + 1, index - self.line_starts[line] + 1
 
+    def _escape_at(self, at: int, stop: int, char: str) -> tuple[int, int] | None:
+        """(start, end) of the escape that makes `char`, the next character of a double-
+        quoted string, where the source has a backslash next (past the blanks of a folded
+        line, unless `char` is itself a blank); None where it has not."""
+        index = at
+        while index < stop and self.text[index] in " \t" and not char.isspace():
+            index += 1
+        if index + 1 >= stop or self.text[index] != "\\" or self.text[index + 1] in "\r\n":
+            return None  # not an escape, or an escaped line break (it makes no character)
+        return index, index + 1 + _ESCAPE_LENGTHS.get(self.text[index + 1], 1)
+
     def scalar_loc(self, node: yaml.ScalarNode, value: str, loc: Loc) -> Loc:
         """`loc`, with the place of each character of `value` where its source differs
         from it (see ScalarLoc): each is found in order in the source after the last."""
@@ -102,9 +117,14 @@ class _Converter:
         if len(value) > _MAPPED_CHARS or self.text[start:end] == value:
             return loc
         places = []
-        at = start
+        at = start + 1 if node.style in ("'", '"') else start
         for char in value:
             stop = min(end, at + _SEARCH_WINDOW)
+            escape = self._escape_at(at, stop, char) if node.style == '"' else None
+            if escape is not None:
+                places.append(self._place(escape[0]))  # `\u0051` is one character
+                at = escape[1]
+                continue
             if char.isspace():  # a line break folded into a space, an indent kept
                 space = _SPACE.search(self.text, at, stop)
                 found = space.start() if space else -1
@@ -178,6 +198,7 @@ def load_yaml(text: str, file: str) -> YNode:
     if root is None:
         raise SpecError("the spec is empty", Loc(file, 1, 1))
     try:
-        return _Converter(file, text).convert(root, 0)
+        # PyYAML's marks count from after a byte-order mark
+        return _Converter(file, text.removeprefix("\ufeff")).convert(root, 0)
     except RecursionError:
         raise SpecError("the spec nests too deeply", Loc(file, 1, 1)) from None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from symbackprop.build import build_program
 from symbackprop.errors import SpecError
 from symbackprop.ir import symbol
 from symbackprop.ops import Count
@@ -397,3 +398,33 @@ def test_a_comment_in_a_literal_block_may_say_anything(tmp_path: Path) -> None:
     text = "name: c\ninputs: {x: [3]}\nnodes:\n  e: |\n    sum(x * x)  # café\n    + 1\nwrt: [x]\n"
     module = compile_module(text, tmp_path)
     assert module.value_and_grad({}, x=np.ones(3))[0] == 4.0
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col"),
+    [
+        # escapes whose plain character comes later in the string (second review)
+        ('name: e\ninputs: {x: [], y: []}\nnodes:\n  h: "x + \\x79 * qqq + y"\nwrt: [x]\n', 4, 18),
+        (
+            'name: e\ninputs: {x: [], y: []}\nnodes:\n  h: "\\u0078 + qqq * y + x"\nwrt: [x]\n',
+            4,
+            16,
+        ),
+        ('name: e\ninputs: {x: [], y: []}\nnodes:\n  h: "x +\\x20qqq"\nwrt: [x]\n', 4, 14),
+        ('name: e\ninputs: {x: [], y: []}\nnodes:\n  h: "x + \\\n    qqq"\nwrt: [x]\n', 5, 5),
+        # a byte-order mark: PyYAML's columns on line 1 do not count it
+        (
+            '\ufeff{"name": "e", "inputs": {"x": []}, "nodes": {"h": "x + qqq"}, "wrt": ["x"]}',
+            1,
+            56,
+        ),
+        # line ends PyYAML counts: CR alone, CRLF
+        ("name: e\rinputs: {x: []}\rnodes:\r  h: x + qqq\rwrt: [x]\r", 4, 10),
+        ("name: e\r\ninputs: {x: []}\r\nnodes:\r\n  h: 'x + qqq'\r\nwrt: [x]\r\n", 4, 11),
+    ],
+)
+def test_an_error_in_a_formula_points_at_its_character(text: str, line: int, col: int) -> None:
+    with pytest.raises(SpecError, match="unknown name 'qqq'") as error:
+        build_program(parse_spec(text, "e.yaml"))
+    assert error.value.loc is not None
+    assert (error.value.loc.line, error.value.loc.col) == (line, col)
