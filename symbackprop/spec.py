@@ -192,9 +192,13 @@ STDLIB_MODULES = frozenset(sys.stdlib_module_names) | {
 }
 
 
-# What pytest imports, and the file it reads as its own configuration: `pytest.py` beside
-# the emitted tests would run in pytest's place (`python -m pytest` imports from the folder).
-TEST_RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "conftest"})
+# pytest, the modules it imports (some only on older Pythons or on Windows), and the file it
+# reads as its own configuration: `pytest.py` beside the emitted tests would run in pytest's
+# place (`python -m pytest` imports from the folder first).
+TEST_RUNNER_MODULES = frozenset(
+    {"pytest", "_pytest", "pluggy", "iniconfig", "packaging", "py", "pygments"}
+    | {"exceptiongroup", "tomli", "colorama", "conftest"}
+)
 # `<name>.py` and the emitted `test_<name>_gradcheck.py` (18 more characters) are file
 # names: most file systems take 255 bytes, and a longer one fails only when written.
 MAX_MODULE_NAME = 230
@@ -211,8 +215,8 @@ def check_module_name(name: object, where: YNode | Loc) -> str:
         )
     if name in TEST_RUNNER_MODULES:
         raise _fail(
-            f"spec name {name!r} is pytest's own: {name}.py would run in its place in the "
-            f"folder it is written to; choose another",
+            f"spec name {name!r} is pytest's, or a module it imports: {name}.py would run in "
+            f"its place in the folder it is written to; choose another",
             where,
         )
     if len(name) > MAX_MODULE_NAME:

@@ -347,12 +347,13 @@ def test_a_long_spec_name_writes_or_is_refused_up_front(
     assert not (tmp_path / "out2").exists()
 
 
-@pytest.mark.parametrize("name", ["pytest", "conftest"])
+@pytest.mark.parametrize("name", ["pytest", "conftest", "iniconfig", "py", "pygments"])
 def test_a_spec_named_after_pytest_is_refused(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Found by review: `pytest.py` beside the emitted tests ran in pytest's place."""
+    """Found by review: `pytest.py` beside the emitted tests ran in pytest's place; so did
+    a module pytest imports (`iniconfig.py`: ImportError on starting pytest)."""
     spec = tmp_path / "s.yaml"
     spec.write_text(f"name: {name}\ninputs: {{x: [3]}}\nnodes: {{e: sum(x)}}\nwrt: [x]\n")
     assert main(["compile", "--emit-tests", "-o", str(tmp_path / "out"), str(spec)]) == 2
-    assert "pytest's own" in capsys.readouterr().err
+    assert "pytest's, or a module it imports" in capsys.readouterr().err
