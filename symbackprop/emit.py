@@ -28,6 +28,7 @@ from .linebreak import (
     leading_parts,
     operand_lines,
     preferred_wrap,
+    string_assignment,
     top_level_arguments,
     tuple_entry,
     wrap_for,
@@ -98,7 +99,7 @@ class Block:
 @cache
 def template_environment() -> jinja2.Environment:
     """The one Jinja environment of the templates: modules, emitted tests, helpers."""
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -106,6 +107,8 @@ def template_environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    environment.globals["string_assignment"] = string_assignment
+    return environment
 
 
 def template_dir() -> Path:

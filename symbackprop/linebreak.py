@@ -161,6 +161,17 @@ def last_resort_wrap(text: str) -> str:
     return "operands" if all(_fits_indented(line) for line in lines) else ""
 
 
+def string_assignment(target: str, literal: str, indent: int = 0) -> str:
+    """`target = "..."` as ruff writes it: on one line, else the literal alone on a line
+    of its own in parentheses where that fits (a spec name of 75 characters), else on one
+    line again (ruff leaves a literal that fits nowhere as it is)."""
+    pad = " " * indent
+    line = f"{pad}{target} = {literal}"
+    if len(line) <= LINE_LIMIT or indent + INDENT + len(literal) > LINE_LIMIT:
+        return line
+    return f"{pad}{target} = (\n{pad}{' ' * INDENT}{literal}\n{pad})"
+
+
 def wrap_for(target: str, text: str, operator: str = "=", is_operation: bool = False) -> str:
     """How the line `target operator text` is written: "" when it fits on one line."""
     if fits_one_line(target, text, operator):

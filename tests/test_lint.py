@@ -484,3 +484,33 @@ def test_an_odd_spec_file_name_is_shown_by_code_points(name: str, tmp_path: Path
     module = import_source(source, tmp_path, name)  # and nothing in it runs but the module
     assert module.SPEC_NAME == name
     assert module.__doc__ is not None and shown in module.__doc__
+
+
+@pytest.mark.parametrize("length", [32, 80, 230])
+def test_long_spec_names_leave_module_and_emitted_test_as_ruff_formats_them(
+    length: int, tmp_path: Path
+) -> None:
+    """Second review: `SPEC_NAME = "..."` of a 75-82-character name, and the emitted
+    test's `spec_from_file_location("...", path)` from 30 characters, were lines ruff
+    format breaks; the emitted test still imports the module and passes."""
+    from symbackprop.cli import main
+
+    ruff = _ruff_command()
+    spec = tmp_path / "long.yaml"
+    spec.write_text(
+        f"name: {'n' * length}\ninputs: {{x: [3]}}\nnodes: {{e: sum(x * x)}}\nwrt: [x]\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    assert main(["compile", "--emit-tests", "-o", str(out), str(spec)]) == 0
+    result = subprocess.run(
+        [*ruff, "format", "--isolated", "--check", "."], cwd=out, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
