@@ -448,7 +448,7 @@ def test_a_loss_constant_in_a_param_passes(
 def test_a_wrong_gradient_of_a_constant_loss_still_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The floor is a noise allowance, 1e-9 |L| absolute: an error of 1e-6 still fails."""
+    """The floor is a noise allowance, 1e-10 |L| absolute: an error of 1e-6 still fails."""
     spec = write_spec(tmp_path, "name: centred\n" + CONSTANT_LOSSES["centred"])
     load = gradcheck.load_generated
 
@@ -466,6 +466,22 @@ def test_a_wrong_gradient_of_a_constant_loss_still_fails(
         return module
 
     monkeypatch.setattr(gradcheck, "load_generated", load_shifted)
+    code, output = run_check(capsys, spec)
+    assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
+
+
+def test_a_gradient_of_a_tiny_loss_off_by_a_percent_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A loss of 1e-6 has gradients far below the floor: they are held to it absolute,
+    which still catches an error of 1%."""
+    spec = write_spec(
+        tmp_path,
+        "name: tiny\ninputs: {x: [batch, 3]}\nparams: {W: [3, 2]}\n"
+        "nodes:\n  loss: 1e-6 * sum(tanh(x @ W))\n",
+    )
+    assert run_check(capsys, spec)[0] == 0
+    corrupt(monkeypatch, "W", 1.01, lambda name: True)
     code, output = run_check(capsys, spec)
     assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
 
