@@ -262,12 +262,12 @@ def reverse_mode(program: Program) -> Backward:
         for value in list(contributions):
             add_up(value)
         d = defined.get(node.symbol)
-        if d is None:
-            continue
-        local = _tensor_adjoints if isinstance(node.expr, TensorOp) else _elementwise_adjoints
-        for operand, contribution in local(node, d, graph, defining):
-            if operand in active:
-                contributions.setdefault(operand, []).append(contribution)
+        if d is not None:  # None: no gradient reaches it (`k - k` cancelled what read it)
+            local = _tensor_adjoints if isinstance(node.expr, TensorOp) else _elementwise_adjoints
+            for operand, contribution in local(node, d, graph, defining):
+                if operand in active:
+                    contributions.setdefault(operand, []).append(contribution)
+        # even so: a leaf's other consumers may have given it a gradient
         for leaf in sorted(leaves_after.get(node.symbol, []), key=lambda s: s.name):
             settle(leaf)
     grads = {leaf: defined.get(leaf) for leaf in program.wrt}

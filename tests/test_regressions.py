@@ -428,3 +428,25 @@ def test_an_error_in_a_formula_points_at_its_character(text: str, line: int, col
         build_program(parse_spec(text, "e.yaml"))
     assert error.value.loc is not None
     assert (error.value.loc.line, error.value.loc.col) == (line, col)
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        "k: x * w\n  loss: sum(k - k) + sum(w * w)",
+        "k: x * w\n  loss: max(k - k) + sum(w * w)",
+        "h: x * x\n  k: h * w\n  loss: max(k - k) + sum(w * w) + sum(h)",
+    ],
+)
+def test_a_leaf_whose_first_consumer_gets_no_gradient_keeps_its_other_ones(
+    nodes: str, tmp_path: Path
+) -> None:
+    """Found by the third review: `k - k` cancels, so k (w's first consumer) gets no
+    adjoint, and reverse mode skipped settling w there: the gradient of sum(w * w) was
+    lost and w's came back zeros. Predates the reviews."""
+    module = compile_module(
+        f"name: lost\ninputs: {{x: [n]}}\nparams: {{w: [1]}}\nnodes:\n  {nodes}\n", tmp_path
+    )
+    w = np.array([0.7])
+    _, grads = module.value_and_grad({"w": w}, x=np.arange(1.0, 4.0))
+    np.testing.assert_allclose(grads["w"], 2 * w)
