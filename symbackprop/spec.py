@@ -293,9 +293,10 @@ def _reject_unknown(fields: dict[str, YNode], known: tuple[str, ...], what: str)
             )
 
 
-# YAML 1.1 (PyYAML's) reads `1e-3` as a string: a float needs a dot, `1.0e-3`. An
-# unquoted string of this form is the number YAML 1.2 and JSON users mean.
-_EXPONENT_FLOAT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
+# YAML 1.1 (PyYAML's) reads `1e-3`, `1.5e3` and `.5` as strings: a float needs a dot and a
+# signed exponent, `1.0e-3`. An unquoted string of these forms is the number YAML 1.2 and
+# JSON users mean.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def _number(node: YNode, what: str) -> float:
@@ -356,13 +357,13 @@ def _check_init_args(param: ParamSpec, fields: dict[str, YNode], dtype: str) -> 
         low, high = given["low"], given["high"]
         if max(abs(low), abs(high)) > largest:
             raise _fail(
-                f"the range of param {param.name}, [{low:g}, {high:g}], passes the largest "
-                f"{dtype} ({largest:g}): its values would not be finite",
+                f"the range of param {param.name}, [{low!r}, {high!r}], passes the largest "
+                f"{dtype} ({largest!r}): its values would not be finite",
                 where("high", "low"),
             )
         if high - low > sys.float_info.max:
             raise _fail(
-                f"the range of param {param.name}, [{low:g}, {high:g}], is wider than the "
+                f"the range of param {param.name}, [{low!r}, {high!r}], is wider than the "
                 f"largest float64: NumPy cannot draw from it",
                 where("high", "low"),
             )
@@ -370,8 +371,8 @@ def _check_init_args(param: ParamSpec, fields: dict[str, YNode], dtype: str) -> 
         mean, std = given["mean"], given["std"]
         if abs(mean) + NORMAL_REACH * std > largest:
             raise _fail(
-                f"param {param.name}'s normal init (mean {mean:g}, std {std:g}) reaches past "
-                f"the largest {dtype} ({largest:g}): its values would not be finite",
+                f"param {param.name}'s normal init (mean {mean!r}, std {std!r}) reaches past "
+                f"the largest {dtype} ({largest!r}): its values would not be finite",
                 where("std", "mean"),
             )
 

@@ -619,18 +619,20 @@ def test_huge_legal_dims_compile_without_allocating(tmp_path: Path) -> None:
 
 def test_float32s_largest_as_numpy_prints_it_is_a_bound_it_takes(tmp_path: Path) -> None:
     """Second review: `3.4028235e+38` is float32's largest as NumPy prints it; a float64
-    draw below it rounds to that finite float32. Written `1e-3` (no dot: a string to
-    YAML 1.1), an argument is the number YAML 1.2 and JSON read."""
+    draw below it rounds to that finite float32. Written `1e-3`, `.5e-2`, `1.5e3` or
+    `1.e-3` (strings to YAML 1.1), an argument is the number YAML 1.2 and JSON read."""
     text = (
         "name: edge\ndtype: float32\ninputs: {x: [3]}\nparams:\n"
         "  U: {shape: [3], init: uniform, low: -3.4028235e+38, high: 3.4028235e+38}\n"
-        "  N: {shape: [3], init: normal, std: 1e-3}\n"
-        "nodes:\n  y: sum(x * U) + sum(x * N)\n"
+        "  N: {shape: [3], init: normal, mean: .5e-2, std: 1e-3}\n"
+        "  M: {shape: [3], init: normal, mean: 1.5e3, std: 1.e-3}\n"
+        "nodes:\n  y: sum(x * U) + sum(x * N) + sum(x * M)\n"
     )
     module = import_source(compile_text(text, "edge.yaml"), tmp_path)
     params = module.init_params(0)
     assert all(np.isfinite(value).all() for value in params.values())
-    assert np.abs(params["N"]).max() < 0.01
+    assert np.abs(params["N"] - 0.005).max() < 0.01
+    assert np.abs(params["M"] - 1500).max() < 0.01
 
 
 def test_large_but_finite_inits_compile_and_draw_finite_params(tmp_path: Path) -> None:
