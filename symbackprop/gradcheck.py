@@ -9,6 +9,8 @@ the float64 ones, to float32 precision.
 Finite differences: the five-point central stencil (error O(h**4)) at shrinking steps,
 until two neighbouring steps agree; failing that, the estimate of the most consistent
 pair wins, so a ReLU kink inside the wider stencils does not pass for a wrong gradient.
+What rounding alone can put in each difference, measured there (`rounding_noise`), is not
+counted as an error: a gradient truly 0 would otherwise fail on noise.
 Gradients larger than SAMPLE_SIZE elements are checked at that many random elements.
 """
 
@@ -42,14 +44,12 @@ STEPS = (1e-3, 1e-4, 1e-5, 1e-6)
 AGREEMENT = 1e-9  # relative gap between the estimates of two steps that ends the search
 _TEMPORARY_PREFIX = "symbackprop-check-"  # the folders generated modules are imported from
 _FLOAT64 = "_float64"  # the module name's suffix for the float64 compile
-# A gradient is compared relative to its largest element, but never to less than this
-# times max(1, |loss|): the differences of a loss L carry rounding noise (eps / h, more
-# where the loss sums terms that cancel), so a gradient that is truly 0 (a loss constant
-# in a param) would otherwise fail on noise alone. Where a whole gradient is below
-# 1e-4 max(1, |L|), it is held to 1e-10 max(1, |L|) absolute. Measured over 20 seeds on
-# five losses constant in a param, the worst noise was 1e-7 against this floor, 10 times
-# under the default tolerance.
-NOISE_FLOOR = 1e-4
+# Rounding noise: the fourth difference of the loss at the finest steps is its rounding
+# alone (the steps are too fine for the curvature to show). The differences of step h
+# can be off by 1.5 noise / h; NOISE_SAFETY times that is not counted as an error, so that
+# a gradient truly 0 (a loss constant in a param) does not fail on noise, while a wrong
+# one of any size past the noise still does.
+NOISE_SAFETY = 10.0
 JITTER = 0.1  # params are init_params(seed) plus this much noise: zero biases put ReLUs on kinks
 
 
@@ -222,29 +222,60 @@ def sample_indices(
 
 
 def derivative(f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS) -> float:
-    """df/dx by the five-point stencil at shrinking steps. Two neighbouring steps that agree
-    to AGREEMENT end the search; else the most consistent pair wins (a kink inside the
-    wider stencils shows up as a jump between their estimates)."""
+    """df/dx by the five-point stencil at shrinking steps (see `derivative_and_step`)."""
+    return derivative_and_step(f, x, steps)[0]
+
+
+def derivative_and_step(
+    f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS
+) -> tuple[float, float]:
+    """df/dx by the five-point stencil at shrinking steps, and the step of the estimate
+    taken. Two neighbouring steps that agree to AGREEMENT end the search; else the most
+    consistent pair wins (a kink inside the wider stencils shows up as a jump between
+    their estimates)."""
     estimates: list[float] = []
     for h in steps:
         estimates.append((8 * (f(x + h) - f(x - h)) - (f(x + 2 * h) - f(x - 2 * h))) / (12 * h))
         if len(estimates) >= 2:
             a, b = estimates[-2:]
             if abs(a - b) <= AGREEMENT * max(abs(a), abs(b)):
-                return a
+                return a, steps[len(estimates) - 2]
     gaps = [abs(a - b) for a, b in zip(estimates, estimates[1:], strict=False)]
-    return estimates[int(np.argmin(gaps))]
+    best = int(np.argmin(gaps))
+    return estimates[best], steps[best]
 
 
-def relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-8) -> float:
-    """max |actual - expected| over the larger of the two magnitudes (or `floor`)."""
+def rounding_noise(f: Callable[[float], float], x: float) -> float:
+    """How far rounding moves f near x: a quarter of its fourth difference (five values
+    each off by up to the noise) at the two finest steps, where a smooth f's own fourth
+    difference is far below rounding; never less than one rounding of f itself."""
+    center = f(x)
+    noise = float(np.finfo(np.float64).eps) * abs(center)
+    for step in (STEPS[-1], 3 * STEPS[-1]):
+        outer = f(x - 2 * step) + f(x + 2 * step)
+        inner = f(x - step) + f(x + step)
+        noise = max(noise, abs(outer - 4 * inner + 6 * center) / 4)
+    return noise
+
+
+def relative_error(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    floor: float = 1e-8,
+    noise: np.ndarray | None = None,
+) -> float:
+    """max |actual - expected| over the larger of the two magnitudes (or `floor`); with
+    `noise`, what rounding alone could put in each element of `expected` is not counted."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     scale = max(
         float(np.max(np.abs(expected), initial=0.0)),
         float(np.max(np.abs(actual), initial=0.0)),
         floor,
     )
-    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+    gaps = np.abs(actual - expected)
+    if noise is not None:
+        gaps = np.maximum(gaps - noise, 0.0)
+    return float(np.max(gaps, initial=0.0)) / scale
 
 
 # --- the check ----------------------------------------------------------------------
@@ -282,8 +313,7 @@ def check_spec(spec: Spec, seed: int = 0) -> Report:
     module64 = load_generated(compile_spec(reference), f"{spec.name}{_FLOAT64}")
     module32 = load_generated(compile_spec(spec), spec.name) if spec.dtype != "float64" else None
     point = finite_point(module64, plan, seed, spec.output_loc)
-    value, grads = module64.value_and_grad(point.params, **point.inputs)
-    floor = NOISE_FLOOR * max(1.0, abs(float(value)))
+    _, grads = module64.value_and_grad(point.params, **point.inputs)
     grads32 = module32.value_and_grad(point.params, **point.inputs)[1] if module32 else None
     rng = np.random.default_rng(seed + 1)
     results = []
@@ -293,7 +323,7 @@ def check_spec(spec: Spec, seed: int = 0) -> Report:
             if name in gradients and np.shape(gradients[name]) != shape:
                 raise GradientShapeError(name, np.shape(gradients[name]), shape)
         indices = sample_indices(shape, rng)
-        expected = _differences(module64, point, name, indices)
+        expected, noise = _differences(module64, point, name, indices)
         actual = np.array([grads[name][index] for index in indices])
         float32_error = None
         if grads32 is not None:
@@ -301,7 +331,11 @@ def check_spec(spec: Spec, seed: int = 0) -> Report:
         size = int(np.size(grads[name]))
         results.append(
             GradientResult(
-                name, size, len(indices), relative_error(actual, expected, floor), float32_error
+                name,
+                size,
+                len(indices),
+                relative_error(actual, expected, noise=noise),
+                float32_error,
             )
         )
     return Report(spec, seed, plan.dims, tuple(results))
@@ -309,7 +343,9 @@ def check_spec(spec: Spec, seed: int = 0) -> Report:
 
 def _differences(
     module: types.ModuleType, point: Point, name: str, indices: list[tuple[int, ...]]
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """dL/d(name) at `indices` by finite differences, and how far rounding alone could move
+    each (NOISE_SAFETY times 1.5 noise / h)."""
     holder = point.holder(name)
     original = holder[name]
     shifted = np.array(original, dtype=np.float64)
@@ -323,11 +359,14 @@ def _differences(
         return value
 
     try:
-        result = []
+        estimates, noise = [], []
         for index in indices:
-            result.append(derivative(at(index), float(original[index])))
+            f, x = at(index), float(original[index])
+            estimate, step = derivative_and_step(f, x)
+            estimates.append(estimate)
+            noise.append(NOISE_SAFETY * 1.5 * rounding_noise(f, x) / step)
             shifted[index] = original[index]
-        return np.array(result)
+        return np.array(estimates, dtype=np.float64), np.array(noise, dtype=np.float64)
     finally:
         holder[name] = original
 

@@ -164,7 +164,7 @@ def test_a_wrong_float32_gradient_fails(
     code, output = run_check(capsys, write_spec(tmp_path, RELU32))
     assert code == 1
     line = gradient_lines(output)["W2"]
-    assert re.search(r"^  W2 +\d\.\d\de-1\d  float32 vs float64 +9\.\d\de-03  FAIL", line), line
+    assert re.search(r"^  W2 +\d\.\d\de[-+]\d\d  float32 vs float64 +9\.\d\de-03  FAIL", line), line
 
 
 RAISING_SEED = "    d_loss = np.float64(grad_output) + np.ones(2) @ np.ones(3)\n"
@@ -438,8 +438,8 @@ def test_a_loss_constant_in_a_param_passes(
     name: str, seed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Found by review: the gradient is 0 (a softmax sums to 1; centred values sum to 0),
-    the differences are rounding noise, and `check` failed them against a floor of 1e-8;
-    the floor is NOISE_FLOOR times max(1, |loss|)."""
+    the differences are rounding noise, and `check` failed them against a floor of 1e-8.
+    What rounding alone can put in a difference (measured at each element) is not counted."""
     spec = write_spec(tmp_path, f"name: {name}\n" + CONSTANT_LOSSES[name])
     code, output = run_check(capsys, spec, "--seed", seed)
     assert code == 0, output
@@ -448,7 +448,7 @@ def test_a_loss_constant_in_a_param_passes(
 def test_a_wrong_gradient_of_a_constant_loss_still_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The floor is a noise allowance, 1e-10 |L| absolute: an error of 1e-6 still fails."""
+    """The noise allowance is rounding's own (about 1e-13 here): 1e-6 still fails."""
     spec = write_spec(tmp_path, "name: centred\n" + CONSTANT_LOSSES["centred"])
     load = gradcheck.load_generated
 
@@ -473,8 +473,8 @@ def test_a_wrong_gradient_of_a_constant_loss_still_fails(
 def test_a_gradient_of_a_tiny_loss_off_by_a_percent_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A loss of 1e-6 has gradients far below the floor: they are held to it absolute,
-    which still catches an error of 1%."""
+    """A loss of 1e-6 rounds at 1e-22: its gradients are held to that, not to a noise
+    floor of a loss of 1 (third review: an allowance of 1e-9 |L| passed them flipped)."""
     spec = write_spec(
         tmp_path,
         "name: tiny\ninputs: {x: [batch, 3]}\nparams: {W: [3, 2]}\n"
@@ -484,6 +484,29 @@ def test_a_gradient_of_a_tiny_loss_off_by_a_percent_fails(
     corrupt(monkeypatch, "W", 1.01, lambda name: True)
     code, output = run_check(capsys, spec)
     assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
+
+
+def test_a_flipped_gradient_of_a_loss_of_1e_minus_10_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Third review: with a noise floor of 1e-3 max(1, |L|), a loss this small passed
+    with every gradient flipped or zeroed."""
+    spec = write_spec(
+        tmp_path,
+        "name: tiny10\ninputs: {x: [batch, 3], y: [batch, 2]}\nparams: {W: [3, 2]}\n"
+        "nodes:\n  p: x @ W\n  loss: 1e-10 * mean((p - y) ** 2)\n",
+    )
+    assert run_check(capsys, spec)[0] == 0
+    corrupt(monkeypatch, "W", -1.0, lambda name: True)
+    code, output = run_check(capsys, spec)
+    assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
+
+
+def test_rounding_noise_is_rounding_not_curvature() -> None:
+    """A smooth function rounds at eps |f|; a sum that cancels (1e8 + x - 1e8 - x) at the
+    size of its terms, however small the result."""
+    assert gradcheck.rounding_noise(lambda x: x**3, 1.5) < 1e-14
+    assert 1e-10 < gradcheck.rounding_noise(lambda x: (x + 1e8) - 1e8 - x, 0.3) < 1e-6
 
 
 def test_float64_variant_keeps_labels_int() -> None:
