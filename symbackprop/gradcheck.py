@@ -44,12 +44,14 @@ STEPS = (1e-3, 1e-4, 1e-5, 1e-6)
 AGREEMENT = 1e-9  # relative gap between the estimates of two steps that ends the search
 _TEMPORARY_PREFIX = "symbackprop-check-"  # the folders generated modules are imported from
 _FLOAT64 = "_float64"  # the module name's suffix for the float64 compile
-# Rounding noise: the fourth difference of the loss at the finest steps is its rounding
+# Rounding noise: the fourth difference of the loss at steps of NOISE_STEP is its rounding
 # alone (the steps are too fine for the curvature to show). The differences of step h
 # can be off by 1.5 noise / h; NOISE_SAFETY times that is not counted as an error, so that
 # a gradient truly 0 (a loss constant in a param) does not fail on noise, while a wrong
 # one of any size past the noise still does.
 NOISE_SAFETY = 10.0
+# times max(1, |x|): finer steps too often round alike, and under-measure the noise
+NOISE_STEP = 1e-6
 JITTER = 0.1  # params are init_params(seed) plus this much noise: zero biases put ReLUs on kinks
 
 
@@ -246,12 +248,15 @@ def derivative_and_step(
 
 
 def rounding_noise(f: Callable[[float], float], x: float) -> float:
-    """How far rounding moves f near x: a quarter of its fourth difference (five values
-    each off by up to the noise) at the two finest steps, where a smooth f's own fourth
-    difference is far below rounding; never less than one rounding of f itself."""
+    """How far rounding moves f near x: a quarter of its fourth difference (five values,
+    each off by up to the noise) at steps of 1 and 3 NOISE_STEP, where a smooth f's own
+    fourth difference is far below rounding; never less than one rounding of f itself.
+    A kink within 6 NOISE_STEP of x shows as noise too: that element is then held only
+    to what its differences resolve (rare: params are jittered off their init)."""
     center = f(x)
     noise = float(np.finfo(np.float64).eps) * abs(center)
-    for step in (STEPS[-1], 3 * STEPS[-1]):
+    unit = NOISE_STEP * max(1.0, abs(x))
+    for step in (unit, 3 * unit):
         outer = f(x - 2 * step) + f(x + 2 * step)
         inner = f(x - step) + f(x + step)
         noise = max(noise, abs(outer - 4 * inner + 6 * center) / 4)
