@@ -141,6 +141,12 @@ def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecErro
 
 
 def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
+    if isinstance(name, bool):
+        raise _fail(
+            f"{what} is read as the boolean {name}: YAML 1.1 reads yes, no, on, off, true "
+            "and false unquoted as booleans; put the name in quotes",
+            where,
+        )
     if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
         raise _fail(
             f"{what} {shown(name)} is not a valid name "

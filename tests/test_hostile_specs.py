@@ -21,6 +21,8 @@ import pytest
 
 from symbackprop.cli import main
 from symbackprop.compiler import compile_text
+from symbackprop.errors import SpecError
+from symbackprop.spec import parse_spec
 from tests.support import EXAMPLES, ROOT, import_source
 from tests.test_cli import files_in
 
@@ -647,3 +649,17 @@ def test_large_but_finite_inits_compile_and_draw_finite_params(tmp_path: Path) -
     params = module.init_params(0)
     assert all(np.isfinite(value).all() for value in params.values())
     assert (params["U"] >= 1e39).all()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: off\ninputs: {x: [3]}\nnodes: {e: sum(x)}\nwrt: [x]\n",
+        "name: a\ninputs: {x: [3]}\nnodes: {yes: sum(x)}\nwrt: [x]\n",
+    ],
+)
+def test_a_name_yaml_reads_as_a_boolean_says_so(text: str) -> None:
+    """Fourth review: `name: off` said "spec name False is not a valid name"."""
+    with pytest.raises(SpecError, match="YAML 1.1 reads yes, no, on, off, true and false"):
+        parse_spec(text, "b.yaml")
+    assert parse_spec(text.replace("off", "'off'").replace("yes:", "'yes':"), "b.yaml")
