@@ -117,7 +117,16 @@ def preferred_wrap(target: str, text: str, operator: str, is_operation: bool) ->
     """ "call", "leading" or "parens" where the right-hand side fits on a line of its own
     that way ("" if none applies): what the emitter accepts before moving parts to other
     lines. `is_operation`: the text is an operator expression (a sum, a negation, ...)."""
-    if text.startswith("(") and not operand_lines(text):
+    operands = operand_lines(text)
+    if text.startswith("(") and len(operands) == 2 and _last_group(operands[0]) == 0:
+        # `(a - b) / c`, the one operator's left operand in parentheses and its right one
+        # free of brackets: ruff breaks inside those parentheses, `t = (` / `a - b` / `) / c`
+        # (with a bracket on the right it splits at the last one instead)
+        body, tail = leading_parts(text)
+        plain_right = not any(bracket in tail for bracket in "([")
+        if plain_right and _fits_indented(body) and fits_one_line("", tail):
+            return "leading"
+    if text.startswith("(") and not operands:
         if _last_group(text):  # a call after the parentheses: `(h > 0).astype(DTYPE)`
             head, body, _ = call_parts(text)
             if fits_one_line(target, head, operator) and _fits_indented(body):

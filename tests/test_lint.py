@@ -514,3 +514,26 @@ def test_long_spec_names_leave_module_and_emitted_test_as_ruff_formats_them(
         text=True,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "(first_input * second_input * 1.25 - 0.38687100611489994) / second_input",
+        "(first_input * second_input * 1.25 - exp(first_input) - 0.386871) / second_input",
+    ],
+)
+def test_a_long_line_whose_left_operand_is_parenthesized_breaks_inside_them(
+    formula: str, tmp_path: Path
+) -> None:
+    """Second review: `q = (a - b) / c` too long was wrapped whole in parentheses; ruff
+    breaks inside the left operand's, `q = (` / `a - b` / `) / c`."""
+    ruff = _ruff_command()
+    text = (
+        "name: brk\ninputs: {first_input: [n], second_input: [n]}\nnodes:\n"
+        f"  quotient_node: {formula}\n  loss: sum(quotient_node)\nwrt: [first_input]\n"
+    )
+    source = compile_text(text, "brk.yaml")
+    assert "    quotient_node = (\n" in source and "    ) " in source
+    (tmp_path / "brk.py").write_text(source, encoding="utf-8")
+    assert "already formatted" in _ruff(ruff, "format", "--check", cwd=tmp_path)
