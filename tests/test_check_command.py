@@ -114,21 +114,32 @@ def corrupt(
 ) -> None:
     """Make the modules `check` loads (those whose name `which` accepts) return
     gradient `name` times `factor`."""
+    change_gradient(monkeypatch, name, lambda gradient: gradient * factor, which)
+
+
+def change_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    change: Callable[[np.ndarray], np.ndarray],
+    which: Callable[[str], bool] = lambda module_name: True,
+) -> None:
+    """Make the modules `check` loads (those whose name `which` accepts) return
+    `change(gradient)` in place of gradient `name`."""
     load = gradcheck.load_generated
 
-    def load_corrupted(source: str, module_name: str) -> types.ModuleType:
+    def load_changed(source: str, module_name: str) -> types.ModuleType:
         module = load(source, module_name)
         if which(module_name):
             original = module.value_and_grad
 
             def value_and_grad(params: dict[str, np.ndarray], **inputs: np.ndarray) -> object:
                 value, grads = original(params, **inputs)
-                return value, {**grads, name: grads[name] * factor}
+                return value, {**grads, name: change(grads[name])}
 
             module.value_and_grad = value_and_grad
         return module
 
-    monkeypatch.setattr(gradcheck, "load_generated", load_corrupted)
+    monkeypatch.setattr(gradcheck, "load_generated", load_changed)
 
 
 def test_a_wrong_gradient_fails(
@@ -190,20 +201,7 @@ def test_a_gradient_shaped_unlike_its_value_is_reported_not_dumped(
     """Found by the second review: a compiler bug that returned a (1, 1) gradient for a
     (4, 1) value made `check` raise IndexError with a traceback. It is reported as a bug
     of ours: which gradient, both shapes, exit 1."""
-    load = gradcheck.load_generated
-
-    def load_misshaped(source: str, module_name: str) -> object:
-        module = load(source, module_name)
-        original = module.value_and_grad
-
-        def value_and_grad(params: dict[str, np.ndarray], **inputs: np.ndarray) -> object:
-            value, grads = original(params, **inputs)
-            return value, {**grads, "b1": grads["b1"][:1]}
-
-        module.value_and_grad = value_and_grad
-        return module
-
-    monkeypatch.setattr(gradcheck, "load_generated", load_misshaped)
+    change_gradient(monkeypatch, "b1", lambda gradient: gradient[:1])
     code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
     assert code == 1
     assert "the gradient of b1 has shape (1,), but b1 has shape (" in output
@@ -450,22 +448,13 @@ def test_a_wrong_gradient_of_a_constant_loss_still_fails(
 ) -> None:
     """The noise allowance is rounding's own (about 1e-13 here): 1e-6 still fails."""
     spec = write_spec(tmp_path, "name: centred\n" + CONSTANT_LOSSES["centred"])
-    load = gradcheck.load_generated
 
-    def load_shifted(source: str, module_name: str) -> object:
-        module = load(source, module_name)
-        original = module.value_and_grad
+    def shifted(gradient: np.ndarray) -> np.ndarray:
+        gradient = gradient.copy()
+        gradient[0, 0] += 1e-6
+        return gradient
 
-        def value_and_grad(params: dict[str, np.ndarray], **inputs: np.ndarray) -> object:
-            value, grads = original(params, **inputs)
-            shifted = grads["W"].copy()
-            shifted[0, 0] += 1e-6
-            return value, {**grads, "W": shifted}
-
-        module.value_and_grad = value_and_grad
-        return module
-
-    monkeypatch.setattr(gradcheck, "load_generated", load_shifted)
+    change_gradient(monkeypatch, "W", shifted)
     code, output = run_check(capsys, spec)
     assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
 

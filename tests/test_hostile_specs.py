@@ -630,9 +630,7 @@ def test_float32s_largest_as_numpy_prints_it_is_a_bound_it_takes(tmp_path: Path)
         "  M: {shape: [3], init: normal, mean: 1.5e3, std: 1.e-3}\n"
         "nodes:\n  y: sum(x * U) + sum(x * N) + sum(x * M)\n"
     )
-    module = import_source(compile_text(text, "edge.yaml"), tmp_path)
-    params = module.init_params(0)
-    assert all(np.isfinite(value).all() for value in params.values())
+    params = _finite_init_params(text, tmp_path)
     assert np.abs(params["N"] - 0.005).max() < 0.01
     assert np.abs(params["M"] - 1500).max() < 0.01
 
@@ -645,10 +643,16 @@ def test_large_but_finite_inits_compile_and_draw_finite_params(tmp_path: Path) -
         "  N: {shape: [3], init: normal, std: 1.0e+37}\n"
         "nodes:\n  y: sum(x * U) + sum(x * N)\n"
     )
-    module = import_source(compile_text(text, "big.yaml"), tmp_path)
+    params = _finite_init_params(text, tmp_path)
+    assert (params["U"] >= 1e39).all()
+
+
+def _finite_init_params(text: str, directory: Path) -> dict[str, np.ndarray]:
+    """The params `init_params(0)` draws for the spec `text`, every one of them finite."""
+    module = import_source(compile_text(text, "inits.yaml"), directory)
     params = module.init_params(0)
     assert all(np.isfinite(value).all() for value in params.values())
-    assert (params["U"] >= 1e39).all()
+    return params
 
 
 @pytest.mark.parametrize(
