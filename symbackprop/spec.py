@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Loc, ScalarLoc, SpecError
+from .errors import Loc, SpecError
 from .yamlsrc import YNode, key_loc, load_yaml, shown
 
 FLOAT_DTYPES = ("float64", "float32")
@@ -432,10 +432,9 @@ def _formula_text(node: YNode, what: str) -> str:
 
 def _formula_loc(node: YNode) -> Loc:
     """Where the formula's first character is: past a quote, past a block's indicator
-    and indent (the string's own map of its characters knows, see ScalarLoc)."""
-    if isinstance(node.loc, ScalarLoc):
-        return node.loc.shifted(0)
-    return node.loc.shifted(1) if node.quoted else node.loc
+    and indent (a string whose source differs from its value maps its characters, see
+    ScalarLoc; a plain one starts where it is written)."""
+    return node.loc.shifted(0)
 
 
 def _nodes(node: YNode | None, aliases: tuple[tuple[str, str], ...]) -> list[NodeSpec]:
