@@ -13,7 +13,6 @@ from pathlib import Path
 
 import jinja2
 import sympy as sp
-from sympy.printing.precedence import PRECEDENCE, precedence
 
 from . import __version__
 from .compiler import Optimized
@@ -22,21 +21,22 @@ from .linebreak import (
     INDENT,
     LINE_LIMIT,
     Entry,
+    call_lines,
     call_parts,
     fits_one_line,
+    group_layout,
     last_resort_wrap,
     leading_parts,
     operand_lines,
     preferred_wrap,
     string_assignment,
-    top_level_arguments,
     tuple_entry,
     wrap_for,
 )
 from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, MatrixProduct
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates, is_fresh
-from .printer import NumpyPrinter, stability_note
+from .printer import NumpyPrinter, number_literal, stability_note
 from .reverse import partial_sum_of
 from .spec import ParamSpec, Spec, code_name, init_arguments
 
@@ -78,8 +78,10 @@ class Line:
         return call_parts(self.text)[2]
 
     @property
-    def call_arguments(self) -> list[str]:
-        return top_level_arguments(self.call_body)
+    def call_lines(self) -> list[str]:
+        lines = call_lines(self.text, depth=int(self.wrap == "parenthesized call"))
+        assert lines is not None, self.text
+        return lines
 
     @property
     def operands(self) -> list[str]:
@@ -88,6 +90,12 @@ class Line:
     @property
     def leading(self) -> tuple[str, str]:
         return leading_parts(self.text)
+
+    @property
+    def group_lines(self) -> list[str]:
+        layout = group_layout(self.target, self.text, self.operator)
+        assert layout is not None, self.text
+        return layout.lines
 
 
 @dataclass
@@ -133,7 +141,7 @@ def _init_entry(param: ParamSpec) -> Entry:
     if param.init in ("zeros", "ones"):
         return Entry(param.name, f"np.{param.init}(", f"{shape}, dtype=DTYPE", ")")
     if param.init in ("normal", "uniform"):
-        numbers = ", ".join(repr(value) for value in init_arguments(param).values())
+        numbers = ", ".join(number_literal(value) for value in init_arguments(param).values())
         return Entry(
             param.name, f"rng.{param.init}(", f"{numbers}, size={shape}", ").astype(DTYPE)"
         )
@@ -256,14 +264,14 @@ class _LinePrinter:
     ) -> list[Line]:
         text = self.printer.doprint(expr)
         hoisted: list[Line] = []
-        while not _fits(target, expr, text, operator):
+        while not _fits(target, text, operator):
             temp = self.namer.fresh(owner)
             split = next(
                 (
                     (part, rest)
                     for part, rest in _splits(expr, temp, self.printer, len(text))
                     if len(rest_text := self.printer.doprint(rest)) < len(text)
-                    or _fits(target, rest, rest_text, operator)  # longer: a long temp name
+                    or _fits(target, rest_text, operator)  # longer: a long temp name
                 ),
                 None,
             )
@@ -274,7 +282,9 @@ class _LinePrinter:
             expr, text = rest, self.printer.doprint(rest)
         wrap = ""
         if not fits_one_line(target.name, text, operator):
-            wrap = _preferred_wrap(target, expr, text, operator) or last_resort_wrap(text)
+            wrap = preferred_wrap(target.name, text, operator) or last_resort_wrap(
+                target.name, text, operator
+            )
         line = Line(target.name, text, [], wrap, reads=_names(expr), operator=operator)
         line.add_note(stability_note(expr))
         # the step's comment goes above the first of its lines, hoisted parts included
@@ -293,15 +303,10 @@ def _own_array(expr: sp.Expr) -> sp.Expr:
     return expr if is_fresh(expr) else Copy(expr)
 
 
-def _fits(target: sp.Symbol, expr: sp.Expr, text: str, operator: str = "=") -> bool:
+def _fits(target: sp.Symbol, text: str, operator: str = "=") -> bool:
     return fits_one_line(target.name, text, operator) or bool(
-        _preferred_wrap(target, expr, text, operator)
+        preferred_wrap(target.name, text, operator)
     )
-
-
-def _preferred_wrap(target: sp.Symbol, expr: sp.Expr, text: str, operator: str) -> str:
-    operation = precedence(expr) < PRECEDENCE["Atom"]
-    return preferred_wrap(target.name, text, operator, operation)
 
 
 def _splits(
@@ -352,9 +357,9 @@ def _listed(names: list[str]) -> str:
 
 def _wrap_note(note: str) -> list[str]:
     width = LINE_LIMIT - INDENT - 2
-    return textwrap.wrap(note, width=width, subsequent_indent="    ", break_on_hyphens=False) or [
-        note
-    ]
+    lines = textwrap.wrap(note, width=width, subsequent_indent="    ", break_on_hyphens=False)
+    # where textwrap breaks a word longer than a line, the line before keeps its last space
+    return [line.rstrip() for line in lines] or [note]
 
 
 def _shape_lookup(graph: Graph) -> Callable[[sp.Symbol], Shape | None]:
@@ -418,14 +423,14 @@ def header_lines(spec: Spec, command: str, *details: str) -> list[str]:
     ]
 
 
-def _returned(leaf: sp.Symbol, adjoint: sp.Symbol | None, graph: Graph) -> str:
-    """What `backward` returns for `leaf`: its adjoint; zeros when nothing reaches it; a
+def _returned(key: str, leaf: sp.Symbol, adjoint: sp.Symbol | None, graph: Graph) -> Entry:
+    """`backward`'s entry for `leaf`: its adjoint; zeros when nothing reaches it; a
     scalar's adjoint (a full reduction gives a NumPy scalar) as a 0-d array, like the rest."""
     if adjoint is None:
-        return f"np.zeros_like({leaf.name})"
+        return Entry(key, "np.zeros_like(", leaf.name, ")")
     if graph.type_of(leaf).shape == ():
-        return f"np.asarray({adjoint.name})"
-    return adjoint.name
+        return Entry(key, "np.asarray(", adjoint.name, ")")
+    return Entry(key, adjoint.name, "", "")
 
 
 def render(optimized: Optimized) -> str:
@@ -443,7 +448,7 @@ def render(optimized: Optimized) -> str:
             "key": graph[leaf].owner,  # the spec's name (the variable may be `l_` for `l`)
             "leaf": leaf.name,
             "adjoint": d.name if d is not None else None,
-            "returned": _returned(leaf, d, graph),
+            "entry": _returned(graph[leaf].owner, leaf, d, graph),
         }
         for leaf, d in optimized.grads.items()
     ]

@@ -7,16 +7,20 @@ too long for one line is written the way ruff would write it:
 - "call": `t = f(` / the arguments on one line / `)`, split at the brackets that close
   the line (also a subscript, `cache[` ... `]`, and `(h > 0).astype(` ... `)`);
 - "arguments": the same with one argument a line and a trailing comma, where the
-  arguments fit on no one line;
-- "parens": an operator expression (or an attribute, `x.shape`) in parentheses on a line
-  of its own;
+  arguments fit on no one line (an argument that is a call too long for its line broken
+  the same way, `call_lines`); "parenthesized call": a call so broken inside parentheses,
+  where `t = f(` alone is too long;
+- "parens": an operator expression (or an attribute, `x.shape`, or a name) in parentheses
+  on a line of its own;
 - "operands": the same with one operand a line, each after its operator, where the
   expression fits on no one line (split at its lowest-precedence operators);
 - "leading": a text that starts with parentheses, `(h > 0).astype(DTYPE)`, broken inside
-  them where the "call" form does not fit.
+  them where the "call" form does not fit;
+- "groups": an operator expression whose parentheses ruff omits, broken inside its own
+  bracket groups instead: `t = (a + b) / (` / `c + 3.25` / `)` (`group_layout`).
 
-Dict entries of the module's constants and `init_params` have their own two: `Entry` (a
-call) and `tuple_entry` (a tuple, one item a line). Checked against ruff itself by
+Dict entries of the module's constants, `init_params` and `backward` have their own two:
+`Entry` (a call) and `tuple_entry` (a tuple, one item a line). Checked against ruff itself by
 tests/test_lint.py. The emitter first moves subexpressions to lines of their own where
 it can (`emit._fit`); "arguments" and "operands" are for what is left, lines of long names.
 """
@@ -93,7 +97,7 @@ def top_level_arguments(body: str) -> list[str]:
 def operand_lines(text: str) -> list[str]:
     """An operator expression split before each of its lowest-precedence operators outside
     brackets (`a / b` as ["a", "/ b"]), or [] if it has none, or a comparison."""
-    top = "".join(character if depth == 0 else "_" for _, character, depth in _depths(text))
+    top = _top_level(text)
     if any(word in top for word in _COMPARISONS):
         return []
     for operators in _OPERATORS:
@@ -113,19 +117,15 @@ def _find_all(text: str, word: str) -> list[int]:
     return found
 
 
-def preferred_wrap(target: str, text: str, operator: str, is_operation: bool) -> str:
-    """ "call", "leading" or "parens" where the right-hand side fits on a line of its own
-    that way ("" if none applies): what the emitter accepts before moving parts to other
-    lines. `is_operation`: the text is an operator expression (a sum, a negation, ...)."""
+def preferred_wrap(target: str, text: str, operator: str) -> str:
+    """ "groups", "call", "leading" or "parens" where the right-hand side fits on a line of
+    its own that way ("" if none applies): what the emitter accepts before moving parts to
+    other lines."""
+    layout = group_layout(target, text, operator)
+    if layout is not None and not text.endswith(")"):
+        # a body too long for its line ruff breaks further: the emitter moves parts out
+        return "groups" if layout.bodies_fit else ""
     operands = operand_lines(text)
-    if text.startswith("(") and len(operands) == 2 and _last_group(operands[0]) == 0:
-        # `(a - b) / c`, the one operator's left operand in parentheses and its right one
-        # free of brackets: ruff breaks inside those parentheses, `t = (` / `a - b` / `) / c`
-        # (with a bracket on the right it splits at the last one instead)
-        body, tail = leading_parts(text)
-        plain_right = not any(bracket in tail for bracket in "([")
-        if plain_right and _fits_indented(body) and fits_one_line("", tail):
-            return "leading"
     if text.startswith("(") and not operands:
         if _last_group(text):  # a call after the parentheses: `(h > 0).astype(DTYPE)`
             head, body, _ = call_parts(text)
@@ -140,10 +140,90 @@ def preferred_wrap(target: str, text: str, operator: str, is_operation: bool) ->
             return "parens" if _fits_indented(text) else ""
         return "call" if _fits_indented(text[head.end() : -1]) else ""
     if text.endswith((")", "]")) and head is None:
-        return ""  # an operation ending in a call: the emitter moves that part out first
-    # an operation, or an attribute (`x.shape`, `h.T`, `x.sum()`); not a bare name
-    parenthesize = is_operation or "." in text
-    return "parens" if parenthesize and _fits_indented(text) else ""
+        # an operation ending in a call or in parentheses: the emitter moves parts out
+        # first, and breaks what is left as `last_resort_wrap` does
+        return ""
+    # an operation, an attribute (`x.shape`, `h.T`, `x.sum()`) or a name: ruff
+    # parenthesizes each where that makes it fit
+    return "parens" if _fits_indented(text) else ""
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """The lines of a statement broken inside its bracket groups, each after the first
+    indented one step more than the statement; `bodies_fit`: every group's contents fit
+    on their line."""
+
+    lines: list[str]
+    bodies_fit: bool
+
+
+def group_layout(target: str, text: str, operator: str = "=") -> GroupLayout | None:
+    """`target operator text` as ruff writes an operator expression whose optional
+    parentheses it omits, or None where it keeps them (or `text` is not such an expression).
+
+    ruff omits them (its `can_omit_optional_parentheses`) where the expression has at most
+    one operator of its lowest-binding kind outside brackets, and starts or ends with a
+    non-empty bracket group, or is a negation. Then each bracket group stays on the line
+    while the line fits up to the next group's opening bracket (or to the end); else the
+    line breaks after its opening bracket, the contents go on a line of their own, and the
+    next line starts at its closing one. Where a line outside the groups is still too
+    long, ruff keeps the parentheses after all.
+    """
+    groups = _bracket_groups(text)
+    top = _top_level(text)
+    if not groups or any(word in top for word in _COMPARISONS):
+        return None
+    operators = _lowest_binding_count(top)
+    if operators > 1 or (operators == 0 and not text.startswith("-")):
+        return None  # two or more: ruff keeps the parentheses; none: a call, the forms below
+    if operators == 1 and not (text.startswith("(") or groups[-1][1] == len(text) - 1):
+        return None
+    width = LINE_LIMIT - INDENT
+    lines, line, start = [], f"{target} {operator} ", 0
+    outside, bodies = [], []  # the lines outside the groups, and the groups' contents
+    for index, (opening, closing) in enumerate(groups):
+        through = groups[index + 1][0] + 1 if index + 1 < len(groups) else len(text)
+        if len(line) + through - start <= width:
+            continue  # this group stays on the line
+        outside.append(line + text[start : opening + 1])
+        bodies.append(" " * INDENT + text[opening + 1 : closing])
+        lines += [outside[-1], bodies[-1]]
+        line, start = "", closing
+    outside.append(line + text[start:])
+    lines.append(outside[-1])
+    if any(len(line) > width for line in outside):
+        return None
+    return GroupLayout(lines, all(len(body) <= width for body in bodies))
+
+
+def _bracket_groups(text: str) -> list[tuple[int, int]] | None:
+    """Where each non-empty pair of parentheses outside brackets opens and closes, in order;
+    None with a subscript or other bracket among them (ruff breaks a subscript only inside
+    parentheses)."""
+    groups, opening = [], 0
+    for index, character, depth in _depths(text):
+        if depth == 0 and character in "[{":
+            return None
+        if depth == 0 and character == "(":
+            opening = index
+        elif depth == 0 and character == ")" and index > opening + 1:
+            groups.append((opening, index))
+    return groups
+
+
+def _top_level(text: str) -> str:
+    """`text` with every character inside brackets replaced by `_`."""
+    return "".join(character if depth == 0 else "_" for _, character, depth in _depths(text))
+
+
+def _lowest_binding_count(top: str) -> int:
+    """How many binary operators of the lowest-binding kind `top` (outside brackets) has."""
+    for operators in (*_OPERATORS, ("**",)):
+        count = sum(len(_find_all(top, operator)) for operator in operators)
+        if count:
+            return count
+    return 0
 
 
 def leading_parts(text: str) -> tuple[str, str]:
@@ -153,21 +233,50 @@ def leading_parts(text: str) -> tuple[str, str]:
     return text[1:close], text[close + 1 :]
 
 
-def last_resort_wrap(text: str) -> str:
-    """ "arguments" for one call whose arguments each fit on a line of their own; for an
+def last_resort_wrap(target: str, text: str, operator: str = "=") -> str:
+    """For one call: "arguments" where its arguments each fit on a line of their own, or
+    break as `call_lines` breaks them; "parenthesized call" for the same inside
+    parentheses, where `target = f(` alone is too long (ruff parenthesizes the call). For an
     operator expression, "parens" where it fits on a line of its own, else "operands"
-    where each operand does; else ""."""
+    where each operand does; else "". Before these, "groups" where ruff omits the optional
+    parentheses (`group_layout`) and each group's contents fit on their line."""
+    layout = group_layout(target, text, operator)
+    if layout is not None and layout.bodies_fit:
+        return "groups"
     head = _single_call(text)
     if head is not None and text[head.end() : -1]:
-        body = call_parts(text)[1]
-        fits = all(_fits_indented(argument + ",") for argument in top_level_arguments(body))
-        return "arguments" if fits else ""
+        if not fits_one_line(target, text[: head.end()], operator):
+            return "parenthesized call" if call_lines(text, depth=1) is not None else ""
+        return "arguments" if call_lines(text) is not None else ""
     lines = operand_lines(text)
     if not lines:
         return ""
     if _fits_indented(text):
         return "parens"
     return "operands" if all(_fits_indented(line) for line in lines) else ""
+
+
+def call_lines(text: str, depth: int = 0) -> list[str] | None:
+    """A call too long for its line, `depth` steps of indentation in, as ruff breaks it:
+    its arguments on a line of their own, else one a line with a trailing comma, an
+    argument too long for its line broken the same way where it is a call itself. The
+    first line is the call's head, to follow what the line starts with; the others are
+    indented relative to it. None where an argument is too long and no call."""
+    opening, body, closing = call_parts(text)
+    step, width = " " * INDENT, LINE_LIMIT - (depth + 2) * INDENT  # the statement is indented
+    if len(body) <= width:
+        return [opening, step + body, closing]
+    lines = [opening]
+    for argument in top_level_arguments(body):
+        if len(argument) + 1 <= width:
+            lines.append(f"{step}{argument},")
+            continue
+        head = _single_call(argument)
+        nested = call_lines(argument, depth + 1) if head and argument[head.end() : -1] else None
+        if nested is None:
+            return None
+        lines += [step + line for line in nested[:-1]] + [f"{step}{nested[-1]},"]
+    return [*lines, closing]
 
 
 def string_assignment(target: str, literal: str, indent: int = 0) -> str:
@@ -181,11 +290,11 @@ def string_assignment(target: str, literal: str, indent: int = 0) -> str:
     return f"{pad}{target} = (\n{pad}{' ' * INDENT}{literal}\n{pad})"
 
 
-def wrap_for(target: str, text: str, operator: str = "=", is_operation: bool = False) -> str:
+def wrap_for(target: str, text: str, operator: str = "=") -> str:
     """How the line `target operator text` is written: "" when it fits on one line."""
     if fits_one_line(target, text, operator):
         return ""
-    return preferred_wrap(target, text, operator, is_operation) or last_resort_wrap(text)
+    return preferred_wrap(target, text, operator) or last_resort_wrap(target, text, operator)
 
 
 @dataclass(frozen=True)
@@ -204,7 +313,10 @@ class Entry:
         indent = 2 * INDENT
         if indent + len(f'"{self.key}": {self.head}{self.body}{self.tail},') <= LINE_LIMIT:
             return ""
-        if indent + len(f'"{self.key}": {self.head}') > LINE_LIMIT:
+        if not self.body:
+            return ""  # a name: nothing to break
+        plain = not any(bracket in self.body for bracket in _OPENING)
+        if indent + len(f'"{self.key}": {self.head}') > LINE_LIMIT and not plain:
             return ""  # ruff breaks this further than the forms we write
         if indent + INDENT + len(self.body) <= LINE_LIMIT:
             return "call"

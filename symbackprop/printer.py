@@ -43,6 +43,11 @@ _STABILITY_NOTES: dict[type, str] = {
 }
 
 
+def number_literal(value: float | int) -> str:
+    """`repr(value)` as ruff format writes a number: `1e22`, not Python's `1e+22`."""
+    return repr(value).replace("e+", "e")
+
+
 def stability_note(expr: sp.Expr) -> str:
     """The comment naming the stable rewrites `expr` is printed with, and why a tensor op
     is printed as it is (its `print_note`), "" if none."""
@@ -114,7 +119,7 @@ class NumpyPrinter(StrPrinter):
         if isinstance(value, tuple):
             inner = ", ".join(self.literal(item) for item in value)
             return f"({inner},)" if len(value) == 1 else f"({inner})"
-        return repr(value)
+        return number_literal(value) if isinstance(value, float) else repr(value)
 
     def call(
         self,
@@ -165,11 +170,11 @@ class NumpyPrinter(StrPrinter):
         return str(int(expr))
 
     def _print_Float(self, expr: sp.Float) -> str:
-        return repr(float(expr))
+        return number_literal(float(expr))
 
     def _print_Rational(self, expr: sp.Rational) -> str:
         if _prints_as_literal(expr):
-            return repr(float(expr))
+            return number_literal(float(expr))
         return f"{expr.p} / {expr.q}"  # parenthesized where it stands, as a quotient
 
     def _print_Half(self, expr: sp.Rational) -> str:
