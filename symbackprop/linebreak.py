@@ -129,7 +129,7 @@ def preferred_wrap(target: str, text: str, operator: str) -> str:
     if text.startswith("(") and not operands:
         if _last_group(text):  # a call after the parentheses: `(h > 0).astype(DTYPE)`
             head, body, _ = call_parts(text)
-            if fits_one_line(target, head, operator) and _fits_indented(body):
+            if body and fits_one_line(target, head, operator) and _fits_indented(body):
                 return "call"  # `t = (h > 0).astype(` / `DTYPE` / `)`: ruff splits that call
         body, tail = leading_parts(text)
         return "leading" if _fits_indented(body) and fits_one_line("", tail) else ""

@@ -29,6 +29,7 @@ import pytest
 from symbackprop import __version__
 from symbackprop.compiler import compile_spec, compile_text
 from symbackprop.errors import SpecError
+from symbackprop.linebreak import leading_parts, wrap_for
 from tests.support import EXAMPLES, ROOT, example_spec, import_source
 from tests.test_regressions import SIDE_PREDICTION_SPEC
 
@@ -668,3 +669,11 @@ def test_drawn_specs_of_long_names_are_as_ruff_formats_and_lints_them(tmp_path: 
     assert len(list(tmp_path.glob("*.py"))) >= 35
     assert "already formatted" in _ruff(ruff, "format", "--check", cwd=tmp_path)
     assert "All checks passed" in _ruff(ruff, "check", cwd=tmp_path)
+
+
+def test_parentheses_then_an_empty_call_break_inside_the_parentheses() -> None:
+    """Third review: `t = (a * b).max()` too long was broken around the call's nothing,
+    `.max(` / an indented empty line / `)`; ruff breaks inside the parentheses."""
+    text = f"(node_one_x * node_two_{'x' * 44}).max()"
+    assert wrap_for("t_loss_1", text) == "leading"
+    assert leading_parts(text) == (f"node_one_x * node_two_{'x' * 44}", ".max()")
