@@ -7,7 +7,6 @@ spec did not name it. Shapes and dtypes are checked here, at compile time.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ import sympy as sp
 
 from . import formula as fm
 from .errors import Loc, SpecError
-from .functions import ELEMENTWISE
+from .functions import ELEMENTWISE, finite_real
 from .ir import Graph, Node, TensorType, broadcast_shapes, shape_text, symbol
 from .naming import Namer
 from .ops import (
@@ -178,9 +177,7 @@ class _NodeLowering:
             expr = build(*(val.expr for val in vals))
         except (ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
             raise self.fail(f"cannot build {what}: {err}", loc) from None
-        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I) or (
-            expr.is_number and not math.isfinite(float(sp.N(expr)))
-        ):
+        if not finite_real(expr):
             raise self.fail(f"{what} of these constants is not a finite real number", loc)
         sources = tuple(dict.fromkeys(s for val in vals for s in val.sources))
         return Val(expr, TensorType(shape, dtype), sources)

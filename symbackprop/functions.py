@@ -117,6 +117,64 @@ class Expm1(Elementwise):
         return self + 1
 
 
+class Power(Elementwise):
+    """base ** exponent where the exponent is not a number, while reverse mode derives it.
+    SymPy's rule writes d/dbase as x**k * k / x, which is 0 / 0 at x = 0, and d/dexponent as
+    x**k * log(x), which is 0 * -inf there; this states both as PyTorch's `pow` does:
+    k * x**(k - 1), and 0 where x = 0 (`LogOrZero`). `tensor_powers` puts it in,
+    `plain_powers` takes it out again."""
+
+    nargs = 2
+
+    @staticmethod
+    def numeric(base: float, exponent: float) -> float:
+        return float(base**exponent)
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        base, exponent = self.args
+        if argindex == 1:
+            return exponent * sp.Pow(base, exponent - 1)
+        return sp.Pow(base, exponent) * LogOrZero(base)
+
+
+class LogOrZero(Elementwise):
+    """log(x), but 0 at x = 0: the factor of x**k's derivative in k."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x: sp.Expr) -> sp.Expr | None:
+        if x.is_number:
+            return sp.S.Zero if x == 0 else sp.log(x)
+        return None
+
+    @staticmethod
+    def numeric(x: float) -> float:
+        return math.log(x) if x else 0.0
+
+
+def finite_real(expr: sp.Expr) -> bool:
+    """No infinity, NaN or imaginary unit in `expr`, and every number in it, and its value
+    if it is one, a finite float64: SymPy's numbers have no such bound (1e200 * 1e200 is a
+    Float of 1e400), but the code prints them as floats."""
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I):
+        return False
+    numbers = [*expr.atoms(sp.Number), *([sp.N(expr)] if expr.is_number else [])]
+    try:
+        return all(math.isfinite(float(number)) for number in numbers)
+    except (OverflowError, TypeError):
+        return False
+
+
+def tensor_powers(expr: sp.Expr) -> sp.Expr:
+    """`expr` with each power whose exponent is not a number as a `Power`."""
+    return expr.replace(lambda e: e.is_Pow and not e.exp.is_number, lambda e: Power(e.base, e.exp))
+
+
+def plain_powers(expr: sp.Expr) -> sp.Expr:
+    return expr.replace(lambda e: isinstance(e, Power), lambda e: sp.Pow(*e.args))
+
+
 def unsaved_values(derivative: sp.Expr) -> sp.Expr:
     """Derivatives written through a function's own value where that value is not a saved
     node (a softplus inside a larger formula), back in terms of the input:

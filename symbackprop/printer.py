@@ -311,6 +311,11 @@ class NumpyPrinter(StrPrinter):
     def _print_Relu(self, expr: sp.Function) -> str:
         return f"np.maximum({self._print(expr.args[0])}, {self.zero()})"
 
+    def _print_LogOrZero(self, expr: sp.Function) -> str:
+        # log(x + 1) = 0 where x = 0: the bool adds 1 there and nothing elsewhere
+        x = self.parenthesize(expr.args[0], PRECEDENCE["Add"])
+        return f"np.log({x} + ({x} == 0))"
+
     def _print_LeakyRelu(self, expr: sp.Function) -> str:
         x, slope = expr.args
         return self.call("np.maximum", [x, slope * x])
@@ -372,7 +377,7 @@ def _is_simple_power_operand(expr: sp.Basic) -> bool:
 class MathPrinter(NumpyPrinter):
     """Expressions as math for comments, spaced like the code: `h1 * (1 - h1)`, `sigmoid(s1)`."""
 
-    _NAMES = {"Abs": "abs", "LeakyRelu": "leaky_relu", "Log1p": "log1p"}
+    _NAMES = {"Abs": "abs", "LeakyRelu": "leaky_relu", "Log1p": "log1p", "LogOrZero": "log"}
 
     def zero(self) -> str:
         return "0"
@@ -391,7 +396,7 @@ class MathPrinter(NumpyPrinter):
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
     _print_Relu = _print_Softplus = _print_Sigmoid = _print_Function
-    _print_LeakyRelu = _print_Step = _print_Function
+    _print_LeakyRelu = _print_Step = _print_LogOrZero = _print_Function
 
     def call(
         self,

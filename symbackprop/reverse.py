@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .build import Program
-from .functions import unsaved_values
+from .errors import SpecError
+from .functions import finite_real, plain_powers, tensor_powers, unsaved_values
 from .ir import Graph, Node, Statement, TensorType, reduced_axes, symbol
 from .ops import (
     AdjointContext,
@@ -107,6 +108,14 @@ def _elementwise_adjoints(
         local = unsaved_values(_partial(node.expr, operand).xreplace({node.expr: node.symbol}))
         if local == 0:
             continue
+        if not finite_real(local):
+            raise SpecError(
+                f"its derivative in {operand.name}, {math_text(local)}, is not a finite real "
+                "number: a constant is past float64's range, or a negative base has a tensor "
+                "exponent",
+                node.loc,
+                node.owner,
+            )
         contribution = d * local
         incoming = f"dL/d{node.name}"
         if local == 1:
@@ -157,10 +166,13 @@ def _broadcast_view(d: sp.Symbol, defining: Defining) -> bool:
 
 def _partial(expr: sp.Expr, operand: sp.Symbol) -> sp.Expr:
     """d expr / d operand. Of a sum, only the terms that hold the operand: SymPy would
-    walk every term for every operand, which for a sum of hundreds is quadratic."""
+    walk every term for every operand, which for a sum of hundreds is quadratic. A power
+    of a tensor exponent is derived by `Power`'s rule, finite where its base is 0."""
+    expr = tensor_powers(expr)
     if expr.is_Add:
-        return sp.Add(*(sp.diff(term, operand) for term in expr.args if term.has(operand)))
-    return sp.diff(expr, operand)
+        terms = (sp.diff(term, operand) for term in expr.args if term.has(operand))
+        return plain_powers(sp.Add(*terms))
+    return plain_powers(sp.diff(expr, operand))
 
 
 def _local_name(node: Node, operand: sp.Symbol) -> str:

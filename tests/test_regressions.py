@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from symbackprop.build import build_program
 from symbackprop.errors import SpecError
 from symbackprop.ir import symbol
 from symbackprop.ops import Count
+from symbackprop.reverse import reverse_mode
 from symbackprop.spec import parse_spec
 from tests.support import compile_module
 
@@ -450,3 +452,54 @@ def test_a_leaf_whose_first_consumer_gets_no_gradient_keeps_its_other_ones(
     w = np.array([0.7])
     _, grads = module.value_and_grad({"w": w}, x=np.arange(1.0, 4.0))
     np.testing.assert_allclose(grads["w"], 2 * w)
+
+
+@pytest.mark.parametrize("exponent", ["k", "2 * k", "w"])
+def test_a_power_of_a_tensor_exponent_has_finite_gradients_where_its_base_is_0(
+    exponent: str, tmp_path: Path
+) -> None:
+    """Third review: SymPy derives x**k as x**k * k / x, which is 0 / 0 at x = 0, and
+    x**k * log(x) in k, 0 * -inf there: d_x was NaN. As PyTorch's `pow`: k * x**(k - 1),
+    and 0 in the exponent where the base is 0."""
+    module = compile_module(
+        "name: p\ninputs: {x: [4], k: []}\nparams: {w: [4]}\n"
+        f'nodes: {{loss: "sum(x ** ({exponent}) + relu(x) ** (w + 1))"}}\nwrt: [x, k, w]\n',
+        tmp_path,
+    )
+    x, k, w = np.array([0.0, 0.0, 1.5, 2.0]), 2.0, np.array([1.5, 1.0, 2.0, 0.25])
+    values = {"k": k, "2 * k": 2 * k, "w": w}[exponent]
+    _, grads = module.value_and_grad({"w": w}, x, k)
+    expected_x = values * x ** (values - 1) + (w + 1) * np.maximum(x, 0) ** w
+    np.testing.assert_allclose(grads["x"], expected_x)
+    log_x = np.log(np.where(x == 0, 1.0, x))
+    expected_k = {"k": np.sum(x**k * log_x), "2 * k": np.sum(2 * x ** (2 * k) * log_x)}
+    np.testing.assert_allclose(grads["k"], expected_k.get(exponent, 0.0), atol=1e-12)
+    expected_w = np.maximum(x, 0) ** (w + 1) * log_x + (x**w * log_x if exponent == "w" else 0)
+    np.testing.assert_allclose(grads["w"], expected_w, atol=1e-12)
+    assert all(np.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        ("a * 1e200 * 1e200", "* of these constants is not a finite real number"),
+        ("exp(a) * 1e300 * 1e10", "* of these constants is not a finite real number"),
+        ("1e308 * a ** 2", "its derivative in a, inf * a, is not a finite real number"),
+        ("(-2) ** a", "is not a finite real number"),
+    ],
+)
+def test_constants_past_float64_or_not_real_are_spec_errors(formula: str, message: str) -> None:
+    """Third review: `a * 1e200 * 1e200` folded to SymPy's Float 1e400, printed `inf`, and
+    the module raised NameError; `(-2) ** a` printed `I` into its derivative."""
+    spec = parse_spec(f"name: k\ninputs: {{a: []}}\nnodes:\n  c: {formula}\nwrt: [a]\n", "k.yaml")
+    with pytest.raises(SpecError, match=re.escape(message)) as raised:
+        reverse_mode(build_program(spec))
+    assert raised.value.node == "c" and raised.value.loc is not None
+
+
+def test_zero_to_a_tensor_power_has_the_gradient_0(tmp_path: Path) -> None:
+    """`0 ** a` in a: 0 * log(0) was NaN; 0, as PyTorch takes it."""
+    module = compile_module("name: z\ninputs: {a: []}\nnodes: {c: 0 ** a}\nwrt: [a]\n", tmp_path)
+    for a in (0.0, 2.0):
+        _, grads = module.value_and_grad({}, a)
+        assert grads["a"] == 0.0
