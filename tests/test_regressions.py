@@ -10,6 +10,7 @@ import pytest
 import sympy as sp
 
 from symbackprop.build import build_program
+from symbackprop.compiler import compile_text
 from symbackprop.errors import SpecError
 from symbackprop.ir import symbol
 from symbackprop.ops import Count
@@ -503,3 +504,30 @@ def test_zero_to_a_tensor_power_has_the_gradient_0(tmp_path: Path) -> None:
     for a in (0.0, 2.0):
         _, grads = module.value_and_grad({}, a)
         assert grads["a"] == 0.0
+
+
+def test_transposed_gradients_are_writable_arrays_of_their_own(tmp_path: Path) -> None:
+    """Third review: `d_W = d_t.T` of a broadcast view was read-only, and `d_W = d_n.T`,
+    `d_V = d_n.T` were one array, so that updating one changed the other."""
+    module = compile_module(
+        "name: t\ninputs: {X: [3, 2]}\nparams: {W: [2, 3], V: [2, 3], U: [2, 3]}\nnodes:\n"
+        "  n: transpose(W) + transpose(V)\n  loss: sum(n * X) + sum(transpose(U))\n",
+        tmp_path,
+    )
+    _, grads = module.value_and_grad(module.init_params(), np.ones((3, 2)))
+    assert not np.shares_memory(grads["W"], grads["V"])
+    for gradient in grads.values():
+        gradient *= 0.5  # raised "output array is read-only" for U
+    np.testing.assert_array_equal(grads["W"], np.full((2, 3), 0.5))
+    np.testing.assert_array_equal(grads["U"], np.full((2, 3), 0.5))
+
+
+def test_the_mean_of_an_unnamed_value_computes_it_once(tmp_path: Path) -> None:
+    """Third review: `mean(a @ b)` with no gradient through it was written into its line,
+    `np.dot(a, b).sum() / np.dot(a, b).size`: two products."""
+    source = compile_text(
+        "name: m\ninputs: {a: [batch, 8], b: [8, 8]}\nparams: {w: [3]}\n"
+        'nodes: {loss: "mean(a @ b) + sum(w * w)"}\n',
+        "m.yaml",
+    )
+    assert source.count("np.dot(a, b)") == 1

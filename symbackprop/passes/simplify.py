@@ -16,21 +16,28 @@ from ..ops import (
     Copy,
     Count,
     DimsOf,
+    ExpandDims,
     Fill,
     OneHot,
     Ones,
+    ReduceMean,
     ShapeOf,
     TensorOp,
+    Transposed,
 )
 from ..reverse import adjoint_symbol, partial_sum_of
 
 
 def symbol_uses(exprs: Iterable[sp.Expr]) -> Counter[sp.Symbol]:
+    """How many times the code of `exprs` reads each symbol: a mean reads its operand twice,
+    `x.sum() / x.size` (an operand written out there would be computed twice)."""
     uses: Counter[sp.Symbol] = Counter()
     for expr in exprs:
         for item in sp.preorder_traversal(expr):
             if isinstance(item, sp.Symbol):
                 uses[item] += 1
+            elif isinstance(item, ReduceMean) and isinstance(item.args[0], sp.Symbol):
+                uses[item.args[0]] += 1
     return uses
 
 
@@ -156,18 +163,27 @@ def own_results(
     statements: list[Statement], results: dict[sp.Symbol, sp.Symbol]
 ) -> list[Statement]:
     """Each gradient (`results`: adjoint -> its leaf) becomes an array of its own, of its
-    leaf's shape: another name's array or a read-only broadcast view is copied (callers
-    update gradients in place, `grads["W"] *= 0.9`), and a constant that the algebra left
-    (`maximum(x, x) - x` has derivative 0) is filled out."""
+    leaf's shape: another name's array, a read-only broadcast view, or a transpose of
+    either, is copied (callers update gradients in place, `grads["W"] *= 0.9`, and two
+    gradients `d_W = d_n.T`, `d_V = d_n.T` were one array), and a constant that the algebra
+    left (`maximum(x, x) - x` has derivative 0) is filled out."""
     owned = []
     for statement in statements:
         leaf = results.get(statement.target)
         if leaf is not None and statement.expr.is_number:
             statement = _with_expr(statement, Fill(statement.expr, leaf))
-        elif leaf is not None and isinstance(statement.expr, (sp.Symbol, BroadcastTo)):
+        elif leaf is not None and _shares_its_array(statement.expr):
             statement = _with_expr(statement, Copy(statement.expr))
         owned.append(statement)
     return owned
+
+
+def _shares_its_array(expr: sp.Expr) -> bool:
+    """True when `expr` is a name, a broadcast view, or a view (a transpose, an added
+    axis) of one: its array is not one that only this expression holds."""
+    while isinstance(expr, (Transposed, ExpandDims)):
+        expr = expr.args[0]
+    return isinstance(expr, (sp.Symbol, BroadcastTo))
 
 
 def fold_numbers(statements: list[Statement]) -> list[Statement]:
