@@ -24,6 +24,7 @@ from .linebreak import (
     call_lines,
     call_parts,
     fits_one_line,
+    fluent_chain,
     group_layout,
     last_resort_wrap,
     leading_parts,
@@ -90,6 +91,12 @@ class Line:
     @property
     def leading(self) -> tuple[str, str]:
         return leading_parts(self.text)
+
+    @property
+    def fluent_lines(self) -> list[str]:
+        chain = fluent_chain(self.text)
+        assert chain is not None, self.text
+        return chain
 
     @property
     def group_lines(self) -> list[str]:

@@ -17,7 +17,9 @@ too long for one line is written the way ruff would write it:
 - "leading": a text that starts with parentheses, `(h > 0).astype(DTYPE)`, broken inside
   them where the "call" form does not fit;
 - "groups": an operator expression whose parentheses ruff omits, broken inside its own
-  bracket groups instead: `t = (a + b) / (` / `c + 3.25` / `)` (`group_layout`).
+  bracket groups instead: `t = (a + b) / (` / `c + 3.25` / `)` (`group_layout`);
+- "fluent": a chain of calls on a parenthesized value, `(x)` / `.sum(axis=1)` /
+  `.sum(axis=0)` one a line in parentheses (`fluent_chain`).
 
 Dict entries of the module's constants, `init_params` and `backward` have their own two:
 `Entry` (a call) and `tuple_entry` (a tuple, one item a line). Checked against ruff itself by
@@ -126,6 +128,11 @@ def preferred_wrap(target: str, text: str, operator: str) -> str:
         # a body too long for its line ruff breaks further: the emitter moves parts out
         return "groups" if layout.bodies_fit else ""
     operands = operand_lines(text)
+    chain = fluent_chain(text)
+    if chain is not None:  # `(x).sum(...).sum(...)`: one line in parentheses, else a line each
+        if _fits_indented(text):
+            return "parens"
+        return "fluent" if all(_fits_indented(link) for link in chain) else ""
     if text.startswith("(") and not operands:
         if _last_group(text):  # a call after the parentheses: `(h > 0).astype(DTYPE)`
             head, body, _ = call_parts(text)
@@ -224,6 +231,23 @@ def _lowest_binding_count(top: str) -> int:
         if count:
             return count
     return 0
+
+
+def fluent_chain(text: str) -> list[str] | None:
+    """`(x).sum(axis=1).sum(axis=0)` as ["(x)", ".sum(axis=1)", ".sum(axis=0)"] where ruff
+    writes it in its fluent style, one link a line: a chain of attributes and calls on a
+    parenthesized value, with an attribute taken of a call's result; else None."""
+    if not text.startswith("("):
+        return None
+    close = next(i for i, c, depth in _depths(text) if depth == 0 and c == ")")
+    tail = text[close + 1 :]
+    if not tail.startswith(".") or any(c in _top_level(tail) for c in " [{"):
+        return None  # an operator, a subscript or nothing after the parentheses
+    cuts = [i for i, c, depth in _depths(tail) if depth == 0 and c == "."]
+    links = [tail[start:end] for start, end in zip(cuts, [*cuts[1:], len(tail)], strict=True)]
+    if not any(link.endswith(")") for link in links[:-1]):
+        return None  # ruff's fluent style wants a call's result taken an attribute of
+    return [text[: close + 1], *links]
 
 
 def leading_parts(text: str) -> tuple[str, str]:

@@ -216,6 +216,10 @@ class Transposed(TensorOp):
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.parenthesize(self.args[0], PRECEDENCE["Atom"]) + ".T"
 
+    def is_attribute_chain(self) -> bool:
+        """Printed `name.T`: a simple operand of `**` to ruff, which hugs it (`w.T**2`)."""
+        return bool(self.args[0].is_Symbol)
+
 
 class Outer(TensorOp):
     """The outer product of two vectors (backward passes of vector @ matrix)."""

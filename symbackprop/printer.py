@@ -366,6 +366,8 @@ def _is_simple_power_operand(expr: sp.Basic) -> bool:
     (`np.pi`), each maybe under a unary minus."""
     if expr.is_Symbol or isinstance(expr, sp.NumberSymbol):
         return True
+    if hasattr(expr, "is_attribute_chain"):  # an op printed `w.T`
+        return bool(expr.is_attribute_chain())
     if expr.is_Number:
         return _prints_as_literal(expr)
     if expr.is_Mul:

@@ -246,6 +246,36 @@ nodes:
 wrt: [p, q_val]
 """,
 }
+# third review, short names: a mean that breaks inside its divisor's parentheses, a
+# chain of sums on a parenthesized value (ruff's fluent style, one call a line), and a
+# power of a transpose, which ruff hugs (`w2.T**2`)
+SHORT_FORMS_SPECS = {
+    "mean_over_two_axes": """
+name: mean_over_two_axes
+inputs: {x: [seq, batch, batch]}
+nodes:
+  objective: 'mean(tanh(x), axis=(0, 1))'
+  total: sum(objective)
+output: total
+wrt: [x]
+""",
+    "chained_sums": """
+name: chained_sums
+params: {w1: [4, 4], w3: [1]}
+nodes:
+  objective: max(maximum(w1, w3))
+output: objective
+""",
+    "power_of_a_transpose": """
+name: power_of_a_transpose
+params: {w1: [3], w2: [3, 1]}
+nodes:
+  n1: 'transpose(log(transpose(w2) * transpose(w2) + 1))'
+  objective: 'sum(w1 * w1)'
+output: objective
+predict: n1
+""",
+}
 # third review, format only: their cache entries (`"name": name,`) are longer than a line,
 # which ruff cannot break (E501)
 LONG_FORMAT_ONLY_SPECS = {
@@ -369,6 +399,7 @@ CASES = [
     _text("long_names", LONG_NAMES_SPEC),
     _text("label_name", LABEL_NAME_SPEC),
     *(_text(name, text) for name, text in LONG_FORMS_SPECS.items()),
+    *(_text(name, text) for name, text in SHORT_FORMS_SPECS.items()),
     _text("ambiguous_names", AMBIGUOUS_SPEC),
     _text("long_file_name", LONG_FILE_SPEC, LONG_FILE_NAME),
     *(
