@@ -330,6 +330,25 @@ class Builder:
             self._predict(),
         )
 
+    def _check_activation(self, spec_node: NodeSpec, term: fm.Term, val: Val) -> None:
+        """A layer's activation is a formula in x that keeps x's shape: `activation: 0`
+        made the layer's output a scalar and its params' gradients silently 0."""
+        layer_output = dict(spec_node.aliases)["x"]
+        shape = self.graph.type_of(self.symbols[layer_output]).shape
+        if "x" not in _references(term):
+            raise SpecError(
+                f"an activation is a formula in x (the layer's {layer_output})",
+                spec_node.loc,
+                spec_node.name,
+            )
+        if val.type.shape != shape:
+            raise SpecError(
+                f"the activation turns x, shaped {shape_text(shape)}, into "
+                f"{shape_text(val.type.shape)}: an activation keeps x's shape",
+                spec_node.loc,
+                spec_node.name,
+            )
+
     def _leaf(self, name: str, type_: TensorType, kind: str, loc: Loc) -> None:
         node = self.graph.add(Node(symbol(code_name(name)), type_, kind, name, loc=loc))
         self.symbols[name] = node.symbol
@@ -337,6 +356,8 @@ class Builder:
     def _lower_node(self, spec_node: NodeSpec, term: fm.Term) -> None:
         lowering = _NodeLowering(self, spec_node)
         val = lowering.lower(term)
+        if "x" in dict(spec_node.aliases):
+            self._check_activation(spec_node, term, val)
         if val.type.dtype.startswith("int"):
             raise SpecError(
                 "a node must compute floats (integer inputs are labels)",

@@ -217,6 +217,24 @@ BAD_SPECS = [
         "h1",
         exact=True,
     ),
+    # third review: an activation without x (`0`, another input) or one that reduces x
+    # compiled, and the layer's params got gradients of 0 or another shape downstream
+    BadSpec(
+        "activation without x",
+        "name: bad\ninputs: {x: [batch, 3], t: []}\nlayers:\n"
+        "  - {dense: 2, activation: 't * 2'}\nnodes:\n  z: sum(out * t)\n",
+        "t * 2'",
+        "h1",
+        exact=True,
+    ),
+    BadSpec(
+        "activation that reduces x",
+        "name: bad\ninputs: {x: [batch, 3], y: [batch]}\nlayers:\n"
+        "  - {dense: 2, activation: 'mean(x, axis=1)'}\nloss: {mse: y}\n",
+        "mean(x",
+        "h1",
+        exact=True,
+    ),
 ]
 
 
