@@ -4,6 +4,7 @@ so `symbackprop --version` and `--help` answer at once."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import stat
@@ -11,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import SpecError
@@ -116,22 +117,55 @@ def _lazy(
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written module.
-    The file gets the mode a plain write would give it: the old file's, else the umask's
-    (mkstemp makes it 0600, which other users could not import)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a temporary file beside `path`, then rename: never a half-written module."""
+    _write_all([(path, text)])
+
+
+def _write_all(files: list[tuple[Path, str]]) -> None:
+    """Write every file or none: each text goes to a temporary file beside its path, and
+    only when all are written are they renamed into place (a path that is a folder is
+    refused first, the one failure a rename could still meet). An error names the path,
+    not the temporary file. Each file gets the mode a plain write would give it: the old
+    file's, else the umask's (mkstemp makes it 0600, which other users could not import)."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, _ in files:
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        for path, text in files:
+            staged.append((_staged(path, text), path))
+        while staged:
+            temporary, path = staged[0]
+            _named(path, os.replace, temporary, path)
+            staged.pop(0)
+    finally:
+        for temporary, _ in staged:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def _staged(path: Path, text: str) -> str:
+    """`text` written to a new temporary file beside `path`; its name."""
+    _named(path, path.parent.mkdir, parents=True, exist_ok=True)
     # the name's start is enough to tell whose it is; all of it could pass 255 bytes
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent
+    handle, temporary = _named(
+        path, tempfile.mkstemp, prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent
     )
     try:
         os.chmod(temporary, _mode_for(path))
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
+            _named(path, stream.write, text)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return temporary
+
+
+def _named(path: Path, action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`action(*args, **kwargs)`, its OSError told as one about `path`."""
+    try:
+        return action(*args, **kwargs)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
 
 
 def _mode_for(path: Path) -> int:
@@ -177,10 +211,10 @@ def _compile(args: argparse.Namespace) -> int:
         for path in stale:
             print(f"stale: {path}", file=sys.stderr)
         return EXIT_FAILED if stale else EXIT_OK
-    for path, text in outputs:
-        if not _same_text(path, text):
-            _write_atomically(path, text)
-            print(f"wrote {path}")
+    changed = [(path, text) for path, text in outputs if not _same_text(path, text)]
+    _write_all(changed)
+    for path, _ in changed:
+        print(f"wrote {path}")
     return EXIT_OK
 
 
@@ -215,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except OSError as err:
         # an unwritable output folder or the like: the specs were fine, nothing was written
+        # (`_write_all` writes every file or none)
         where = f": {err.filename}" if err.filename else ""
         print(f"symbackprop: cannot write{where}: {err.strerror or err}", file=sys.stderr)
         return EXIT_FAILED

@@ -191,6 +191,15 @@ def load_yaml(text: str, file: str) -> YNode:
         mark = err.problem_mark or err.context_mark
         loc = _loc(mark, file) if mark else Loc(file, 1, 1)
         raise SpecError(f"malformed YAML: {err.problem or err}", loc) from None
+    except yaml.reader.ReaderError as err:
+        # a character YAML forbids (NUL, most controls): at its place, on one line
+        line = text.count("\n", 0, err.position) + 1
+        col = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+        code = err.character if isinstance(err.character, int) else ord(err.character)
+        where = Loc(file, line, col)
+        raise SpecError(
+            f"malformed YAML: the character U+{code:04X} is not allowed", where
+        ) from None
     except yaml.YAMLError as err:
         raise SpecError(f"malformed YAML: {err}", Loc(file, 1, 1)) from None
     except RecursionError:

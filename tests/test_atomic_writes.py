@@ -198,3 +198,30 @@ def test_unwritable_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["compile", "-o", str(blocker / "out"), SPECS[0]]) == 1
     assert capsys.readouterr().err.startswith("symbackprop: cannot write")
     assert [path.name for path in tmp_path.iterdir()] == ["file"]
+
+
+def test_an_output_path_that_is_a_folder_writes_nothing(
+    out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Third review: with the second module's path a folder, the first was written, and the
+    message named a temporary file that no longer existed."""
+    (out / "seed_graph.py").unlink()
+    (out / "seed_graph.py").mkdir()
+    before = files_in(out)
+    assert main(compile_into(out, *SPECS)) == 1
+    assert files_in(out) == before
+    assert capsys.readouterr().err == (
+        f"symbackprop: cannot write: {out / 'seed_graph.py'}: Is a directory\n"
+    )
+
+
+def test_a_failure_to_make_a_later_file_writes_none(
+    out: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every temporary file is written before any is renamed into place."""
+    error = OSError(28, "No space left on device")
+    monkeypatch.setattr(cli.tempfile, "mkstemp", raising_on_call(cli.tempfile.mkstemp, 3, error))
+    before = files_in(out)
+    assert main(compile_into(out, *SPECS)) == 1
+    assert files_in(out) == before
+    assert "No space left on device" in capsys.readouterr().err

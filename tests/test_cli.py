@@ -217,6 +217,14 @@ BAD_SPECS = [
         "h1",
         exact=True,
     ),
+    # third review: a character YAML forbids was told on two lines, at 1:1
+    BadSpec(
+        "control character",
+        "name: bad\ninputs: {a: []}\nnodes:\n  c: a\x07 * 2\n",
+        "\x07",
+        None,
+        exact=True,
+    ),
     # third review: an activation without x (`0`, another input) or one that reduces x
     # compiled, and the layer's params got gradients of 0 or another shape downstream
     BadSpec(
@@ -254,6 +262,7 @@ def check_error_message(stderr: str, bad: BadSpec, file: str) -> None:
     if bad.node is not None:
         assert f"'{bad.node}'" in stderr, stderr
     assert "Traceback" not in stderr
+    assert stderr.count("\n") == 1, stderr  # one line, as `file:line:col: message`
 
 
 @pytest.mark.parametrize("bad", BAD_SPECS, ids=lambda bad: bad.kind)
