@@ -38,7 +38,7 @@ from .spec import FLOAT_DTYPES, Spec
 DEFAULT_TOLERANCE = 1e-6
 FLOAT32_TOLERANCE = 1e-3
 SAMPLE_SIZE = 64  # elements checked per gradient; larger gradients are sampled
-MAX_ELEMENTS = 10_000_000  # a tensor larger than this is not allocated for a check
+MAX_ELEMENTS = 2**25  # a tensor larger than this is not allocated for a check
 FIRST_DIM_SIZE = 3  # named dims get 3, 4, 5, ... in order: distinct, to catch transposes
 STEPS = (1e-3, 1e-4, 1e-5, 1e-6)
 AGREEMENT = 1e-9  # relative gap between the estimates of two steps that ends the search
