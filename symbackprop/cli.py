@@ -127,6 +127,8 @@ def _write_all(files: list[tuple[Path, str]]) -> None:
     refused first, the one failure a rename could still meet). An error names the path,
     not the temporary file. Each file gets the mode a plain write would give it: the old
     file's, else the umask's (mkstemp makes it 0600, which other users could not import)."""
+    # a symlink is written through, as `open(path, "w")` would, not replaced by a file
+    files = [(path.resolve() if path.is_symlink() else path, text) for path, text in files]
     staged: list[tuple[str, Path]] = []
     try:
         for path, _ in files:

@@ -225,3 +225,17 @@ def test_a_failure_to_make_a_later_file_writes_none(
     assert main(compile_into(out, *SPECS)) == 1
     assert files_in(out) == before
     assert "No space left on device" in capsys.readouterr().err
+
+
+def test_an_output_that_is_a_symlink_is_written_through(tmp_path: Path) -> None:
+    """Third review: the link was replaced by a regular file; `open(path, "w")` writes the
+    file it points to."""
+    target = tmp_path / "elsewhere" / "gates.py"
+    target.parent.mkdir()
+    target.write_bytes(OLD)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gates.py").symlink_to(target)
+    assert main(["compile", "-o", str(out), SPECS[0]]) == 0
+    assert (out / "gates.py").is_symlink()
+    assert target.read_bytes() != OLD and target.read_text(encoding="utf-8").startswith("# Code")
