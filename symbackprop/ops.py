@@ -613,6 +613,19 @@ class Copy(TensorOp):
         return printer.call("np.array", self.args)
 
 
+class Masked(TensorOp):
+    """An adjoint where x > 0, else 0, even where the adjoint is inf or NaN: a relu's mask
+    on an adjoint that may be infinite where the relu's output is 0, as in sqrt(relu(x)).
+    A product, as the mask is applied elsewhere, would give 0 * inf = NaN there; PyTorch
+    gives 0."""
+
+    operands = 2
+
+    def _numpy_text(self, printer: NumpyPrinter) -> str:
+        adjoint, x = (printer._print(arg) for arg in self.args)
+        return f"np.where({x} > {printer.zero()}, {adjoint}, {printer.zero()})"
+
+
 class BroadcastTo(TensorOp):
     operands = 2
 

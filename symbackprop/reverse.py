@@ -23,13 +23,14 @@ import sympy as sp
 
 from .build import Program
 from .errors import SpecError
-from .functions import finite_real, plain_powers, tensor_powers, unsaved_values
+from .functions import Step, finite_real, plain_powers, tensor_powers, unsaved_values
 from .ir import Graph, Node, Statement, TensorType, reduced_axes, symbol
 from .ops import (
     AdjointContext,
     BatchSum,
     BroadcastTo,
     ExpandDims,
+    Masked,
     Ones,
     SumTo,
     TensorOp,
@@ -116,7 +117,7 @@ def _elementwise_adjoints(
                 node.loc,
                 node.owner,
             )
-        contribution = d * local
+        contribution = _masked(d, local, graph, defining) or d * local
         incoming = f"dL/d{node.name}"
         if local == 1:
             chain = expanded = incoming
@@ -130,6 +131,37 @@ def _elementwise_adjoints(
             chain, expanded = (f"sum over broadcast axes of {text}" for text in (chain, expanded))
         result.append((operand, Contribution(contribution, chain, expanded)))
     return result
+
+
+def _masked(d: sp.Symbol, local: sp.Expr, graph: Graph, defining: Defining) -> sp.Expr | None:
+    """`d * local` as `Masked`, where `local` is a relu's mask [a > 0] times other factors,
+    and those factors or the adjoint `d` may be inf or NaN where a is 0: they divide by a,
+    or take a root or a log of it, or of a value computed from it (sqrt(relu(x)),
+    relu(x) ** w). A product would give 0 * inf = NaN there, where PyTorch gives 0.
+    None where the plain product is exact. The adjoint's terms are read off its own
+    expression and those of the running sums it adds to."""
+    factors = sp.Mul.make_args(local)
+    masks = [factor for factor in factors if isinstance(factor, Step) and factor.args[1] == 0]
+    if len(masks) != 1:
+        return None
+    value = masks[0].args[0]
+    rest = sp.Mul(*(factor for factor in factors if factor is not masks[0]))
+    expr = defining(d)
+    terms = [rest, *([expr, *map(defining, expr.free_symbols)] if expr is not None else [])]
+    consumers = {node.symbol for node in graph.nodes if value in node.operands}
+    for term in terms:
+        if term is None:
+            continue
+        bases = [power.base for power in term.atoms(sp.Pow) if _unbounded(power.exp)]
+        bases += [log.args[0] for log in term.atoms(sp.log)]
+        if any(base.has(value) or base.free_symbols & consumers for base in bases):
+            return Masked(d * rest, value)
+    return None
+
+
+def _unbounded(exponent: sp.Expr) -> bool:
+    """A power with this exponent may be inf at a base of 0."""
+    return not (exponent.is_number and exponent.is_integer and exponent.is_nonnegative)
 
 
 def _summed(

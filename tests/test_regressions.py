@@ -531,3 +531,31 @@ def test_the_mean_of_an_unnamed_value_computes_it_once(tmp_path: Path) -> None:
         "m.yaml",
     )
     assert source.count("np.dot(a, b)") == 1
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        ("h: relu(x)\n  loss: sum(sqrt(h))", [0.0, 0.0, 1.0, 0.25]),
+        ("loss: sum(relu(x) ** w)", [0.0, 0.0, 1.0, 0.25]),
+        (
+            "h: relu(x)\n  loss: sum(log(h + 1) + 1 / (h + 2))",
+            [0, 0, 0.8 - 1 / 2.25**2, 0.2 - 1 / 36],
+        ),
+    ],
+)
+def test_a_relu_masks_an_adjoint_infinite_where_it_is_0(
+    nodes: str, expected: list[float], tmp_path: Path
+) -> None:
+    """Third review: d_h * (h > 0) with d_h = 0.5 / sqrt(h) is inf * 0 = NaN where the relu
+    is 0; PyTorch's relu gives 0 there. An adjoint that divides by h, or takes a root or a
+    log of it, is masked with np.where. The last one is finite at h = 0, and masked all
+    the same (the check reads what is divided, not its values): still exact."""
+    module = compile_module(
+        f"name: m\ninputs: {{x: [4]}}\nparams: {{w: [4]}}\nnodes:\n  {nodes}\nwrt: [x]\n",
+        tmp_path,
+    )
+    x = np.array([-1.0, 0.0, 0.25, 4.0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _, grads = module.value_and_grad({"w": np.full(4, 0.5)}, x)
+    np.testing.assert_allclose(grads["x"], expected)
