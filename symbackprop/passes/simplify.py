@@ -26,6 +26,7 @@ from ..ops import (
     Transposed,
 )
 from ..reverse import adjoint_symbol, partial_sum_of
+from .inplace import is_fresh
 
 
 def symbol_uses(exprs: Iterable[sp.Expr]) -> Counter[sp.Symbol]:
@@ -163,27 +164,36 @@ def own_results(
     statements: list[Statement], results: dict[sp.Symbol, sp.Symbol]
 ) -> list[Statement]:
     """Each gradient (`results`: adjoint -> its leaf) becomes an array of its own, of its
-    leaf's shape: another name's array, a read-only broadcast view, or a transpose of
-    either, is copied (callers update gradients in place, `grads["W"] *= 0.9`, and two
-    gradients `d_W = d_n.T`, `d_V = d_n.T` were one array), and a constant that the algebra
-    left (`maximum(x, x) - x` has derivative 0) is filled out."""
+    leaf's shape: another name's array, a read-only broadcast view, or a view of either
+    (`d_W = d_n.T` and `d_V = d_n.T` were one array), is copied, since callers update
+    gradients in place (`grads["W"] *= 0.9`); a view of an array that this gradient alone
+    reads is not (`d_W = d_t.T` of a fresh product: copying it made a backward 5x
+    slower). A constant that the algebra left (`maximum(x, x) - x` has derivative 0) is
+    filled out."""
+    fresh = {s.target for s in statements if is_fresh(s.expr)} - set(results)
+    uses = symbol_uses(s.expr for s in statements)
     owned = []
     for statement in statements:
         leaf = results.get(statement.target)
         if leaf is not None and statement.expr.is_number:
             statement = _with_expr(statement, Fill(statement.expr, leaf))
-        elif leaf is not None and _shares_its_array(statement.expr):
+        elif leaf is not None and _shares_its_array(statement.expr, fresh, uses):
             statement = _with_expr(statement, Copy(statement.expr))
         owned.append(statement)
     return owned
 
 
-def _shares_its_array(expr: sp.Expr) -> bool:
+def _shares_its_array(expr: sp.Expr, fresh: set[sp.Symbol], uses: Counter[sp.Symbol]) -> bool:
     """True when `expr` is a name, a broadcast view, or a view (a transpose, an added
-    axis) of one: its array is not one that only this expression holds."""
-    while isinstance(expr, (Transposed, ExpandDims)):
-        expr = expr.args[0]
-    return isinstance(expr, (sp.Symbol, BroadcastTo))
+    axis) of one, unless that name is a fresh array of the backward pass read only here."""
+    view = expr
+    while isinstance(view, (Transposed, ExpandDims)):
+        view = view.args[0]
+    if isinstance(view, BroadcastTo):
+        return True
+    if not isinstance(view, sp.Symbol):
+        return False
+    return view is expr or view not in fresh or uses[view] > 1
 
 
 def fold_numbers(statements: list[Statement]) -> list[Statement]:
