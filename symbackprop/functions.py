@@ -121,7 +121,7 @@ class Power(Elementwise):
     """base ** exponent where the exponent is not a number, while reverse mode derives it.
     SymPy's rule writes d/dbase as x**k * k / x, which is 0 / 0 at x = 0, and d/dexponent as
     x**k * log(x), which is 0 * -inf there; this states both as PyTorch's `pow` does:
-    k * x**(k - 1), and 0 where x = 0 (`LogOrZero`). `tensor_powers` puts it in,
+    k * x**(k - 1) (0 at k = 0 even where x = 0), and 0 where x = 0 (`LogOrZero`). `tensor_powers` puts it in,
     `plain_powers` takes it out again."""
 
     nargs = 2
@@ -133,8 +133,29 @@ class Power(Elementwise):
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         base, exponent = self.args
         if argindex == 1:
-            return exponent * sp.Pow(base, exponent - 1)
+            # k * x**(k - 1) is 0 * inf at k = 0, x = 0; PyTorch's 0 there comes of
+            # raising x to 0 instead (k - 1 + 1), and 0 * x**0 = 0
+            return exponent * sp.Pow(base, exponent - 1 + IsZero(exponent))
         return sp.Pow(base, exponent) * LogOrZero(base)
+
+
+class IsZero(Elementwise):
+    """1 where x = 0, else 0 (printed `(x == 0)`, a bool NumPy adds as 1 or 0)."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x: sp.Expr) -> sp.Expr | None:
+        if x.is_number:
+            return sp.S.One if x == 0 else sp.S.Zero
+        return None
+
+    @staticmethod
+    def numeric(x: float) -> float:
+        return 1.0 if x == 0 else 0.0
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.Zero
 
 
 class LogOrZero(Elementwise):

@@ -311,6 +311,9 @@ class NumpyPrinter(StrPrinter):
     def _print_Relu(self, expr: sp.Function) -> str:
         return f"np.maximum({self._print(expr.args[0])}, {self.zero()})"
 
+    def _print_IsZero(self, expr: sp.Function) -> str:
+        return f"({self.parenthesize(expr.args[0], PRECEDENCE['Relational'])} == 0)"
+
     def _print_LogOrZero(self, expr: sp.Function) -> str:
         # log(x + 1) = 0 where x = 0: the bool adds 1 there and nothing elsewhere
         x = self.parenthesize(expr.args[0], PRECEDENCE["Add"])
@@ -380,6 +383,9 @@ class MathPrinter(NumpyPrinter):
     """Expressions as math for comments, spaced like the code: `h1 * (1 - h1)`, `sigmoid(s1)`."""
 
     _NAMES = {"Abs": "abs", "LeakyRelu": "leaky_relu", "Log1p": "log1p", "LogOrZero": "log"}
+
+    def _print_IsZero(self, expr: sp.Function) -> str:
+        return f"[{self._print(expr.args[0])} = 0]"
 
     def zero(self) -> str:
         return "0"

@@ -574,3 +574,18 @@ def test_a_transpose_of_a_fresh_product_is_not_copied(tmp_path: Path) -> None:
     _, grads = module.value_and_grad(params, np.ones((2, 5)))
     grads["W"] *= 2.0  # a view of an array of its own: writable
     assert not np.shares_memory(grads["W"], params["W"])
+
+
+def test_a_power_of_exponent_0_has_the_gradient_0_at_base_0(tmp_path: Path) -> None:
+    """Fourth review: k * x**(k - 1) is 0 * inf at k = 0, x = 0 (a scalar param starts at 0);
+    PyTorch gives 0. Also x ** x at 0."""
+    module = compile_module(
+        "name: p\ninputs: {x: [3]}\nparams: {k: []}\n"
+        'nodes: {loss: "sum(relu(x) ** k) + sum(abs(x) ** abs(x))"}\nwrt: [k, x]\n',
+        tmp_path,
+    )
+    x = np.array([-1.0, 0.0, 2.0])
+    _, grads = module.value_and_grad({"k": np.float64(0.0)}, x)
+    # d/dx |x|**|x| = sign(x) |x|**|x| (log|x| + 1), 0 at x = 0 as PyTorch takes it
+    np.testing.assert_allclose(grads["x"], [-1.0, 0.0, 4 * (np.log(2) + 1)])
+    np.testing.assert_allclose(grads["k"], np.log(2))
