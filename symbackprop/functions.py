@@ -121,8 +121,8 @@ class Power(Elementwise):
     """base ** exponent where the exponent is not a number, while reverse mode derives it.
     SymPy's rule writes d/dbase as x**k * k / x, which is 0 / 0 at x = 0, and d/dexponent as
     x**k * log(x), which is 0 * -inf there; this states both as PyTorch's `pow` does:
-    k * x**(k - 1) (0 at k = 0 even where x = 0), and 0 where x = 0 (`LogOrZero`). `tensor_powers` puts it in,
-    `plain_powers` takes it out again."""
+    k * x**(k - 1) (0 at k = 0 even where x = 0), and 0 where x = 0 (`LogOrZero`).
+    `tensor_powers` puts it in, `plain_powers` takes it out again."""
 
     nargs = 2
 

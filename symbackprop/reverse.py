@@ -102,10 +102,12 @@ Defining = Callable[[sp.Symbol], "sp.Expr | None"]  # what an adjoint is compute
 
 
 def _elementwise_adjoints(
-    node: Node, d: sp.Symbol, graph: Graph, defining: Defining
+    node: Node, d: sp.Symbol, graph: Graph, defining: Defining, active: set[sp.Symbol]
 ) -> list[tuple[sp.Symbol, Contribution]]:
     result = []
     for operand in node.operands:
+        if operand not in active:
+            continue  # no gradient wanted: `(-1) ** k` need not be derived in k
         local = unsaved_values(_partial(node.expr, operand).xreplace({node.expr: node.symbol}))
         if local == 0:
             continue
@@ -221,14 +223,14 @@ def _local_name(node: Node, operand: sp.Symbol) -> str:
 
 
 def _tensor_adjoints(
-    node: Node, d: sp.Symbol, graph: Graph, defining: Defining
+    node: Node, d: sp.Symbol, graph: Graph, defining: Defining, active: set[sp.Symbol]
 ) -> list[tuple[sp.Symbol, Contribution]]:
     op: TensorOp = node.expr  # type: ignore[assignment]
     ctx = AdjointContext(op, node.symbol, d, graph.type_of, defining(d))
     return [
         (operand, Contribution(rule[0], rule[1], rule[1]))
         for operand, rule in zip(op.tensor_args, op.adjoint(ctx), strict=True)
-        if rule is not None
+        if rule is not None and operand in active
     ]
 
 
@@ -308,9 +310,8 @@ def reverse_mode(program: Program) -> Backward:
         d = defined.get(node.symbol)
         if d is not None:  # None: no gradient reaches it (`k - k` cancelled what read it)
             local = _tensor_adjoints if isinstance(node.expr, TensorOp) else _elementwise_adjoints
-            for operand, contribution in local(node, d, graph, defining):
-                if operand in active:
-                    contributions.setdefault(operand, []).append(contribution)
+            for operand, contribution in local(node, d, graph, defining, active):
+                contributions.setdefault(operand, []).append(contribution)
         # even so: a leaf's other consumers may have given it a gradient
         for leaf in sorted(leaves_after.get(node.symbol, []), key=lambda s: s.name):
             settle(leaf)

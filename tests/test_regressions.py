@@ -589,3 +589,14 @@ def test_a_power_of_exponent_0_has_the_gradient_0_at_base_0(tmp_path: Path) -> N
     # d/dx |x|**|x| = sign(x) |x|**|x| (log|x| + 1), 0 at x = 0 as PyTorch takes it
     np.testing.assert_allclose(grads["x"], [-1.0, 0.0, 4 * (np.log(2) + 1)])
     np.testing.assert_allclose(grads["k"], np.log(2))
+
+
+def test_a_derivative_no_gradient_needs_is_not_taken(tmp_path: Path) -> None:
+    """Fourth review: `w * (-1) ** k` with k an input was refused, its derivative in k
+    (complex) checked though no gradient in k is wanted."""
+    module = compile_module(
+        "name: n\ninputs: {k: [3]}\nparams: {w: [3]}\nnodes:\n  loss: sum(w * (-1) ** k)\n",
+        tmp_path,
+    )
+    _, grads = module.value_and_grad({"w": np.ones(3)}, np.array([0.0, 1.0, 2.0]))
+    np.testing.assert_array_equal(grads["w"], [1.0, -1.0, 1.0])
