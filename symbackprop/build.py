@@ -366,11 +366,12 @@ class Builder:
             )
         expr = val.expr
         node = self.graph.by_symbol.get(expr) if isinstance(expr, sp.Symbol) else None
-        if node is not None and node.anonymous and node.owner == spec_node.name:
+        lost = _shape_lost(self.graph, val)  # `z @ w + (w - w)`: the product, but w's shape
+        if node is not None and node.anonymous and node.owner == spec_node.name and not lost:
             # the formula's last op is the node itself: give it the spec's name
             self._rename(node, spec_node.name)
         else:
-            if val.type.dtype == "const" or _shape_lost(self.graph, val):
+            if val.type.dtype == "const" or lost:
                 expr = _filled(lowering, val, spec_node.loc)
             type_ = TensorType(
                 val.type.shape, self.spec.dtype if val.type.dtype == "const" else val.type.dtype

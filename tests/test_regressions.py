@@ -600,3 +600,17 @@ def test_a_derivative_no_gradient_needs_is_not_taken(tmp_path: Path) -> None:
     )
     _, grads = module.value_and_grad({"w": np.ones(3)}, np.array([0.0, 1.0, 2.0]))
     np.testing.assert_array_equal(grads["w"], [1.0, -1.0, 1.0])
+
+
+def test_a_product_plus_terms_that_cancel_keeps_their_shape(tmp_path: Path) -> None:
+    """Fourth review: `z @ w + (w - w)` was the product alone, shaped [1, 3], not [3, 3]: a
+    silently wrong loss (9 for 27)."""
+    module = compile_module(
+        "name: s\nparams: {z: [1, 3], w: [3, 3]}\nnodes:\n  f: z @ w + (w - w)\n"
+        "  loss: sum(f)\n",
+        tmp_path,
+    )
+    loss, grads = module.value_and_grad({"z": np.ones((1, 3)), "w": np.ones((3, 3))})
+    assert loss == 27.0
+    np.testing.assert_array_equal(grads["z"], np.full((1, 3), 9.0))
+    np.testing.assert_array_equal(grads["w"], np.full((3, 3), 3.0))
