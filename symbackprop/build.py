@@ -15,7 +15,7 @@ import sympy as sp
 
 from . import formula as fm
 from .errors import Loc, SpecError
-from .functions import ELEMENTWISE, finite_real
+from .functions import ELEMENTWISE, as_real, finite_real
 from .ir import Graph, Node, TensorType, broadcast_shapes, shape_text, symbol
 from .naming import Namer
 from .ops import (
@@ -174,7 +174,7 @@ class _NodeLowering:
             shapes = " and ".join(shape_text(val.type.shape) for val in vals)
             raise self.fail(f"cannot broadcast shapes {shapes} in {what}", loc)
         try:
-            expr = build(*(val.expr for val in vals))
+            expr = as_real(build(*(val.expr for val in vals)))
         except (ZeroDivisionError, OverflowError, ValueError, TypeError) as err:
             raise self.fail(f"cannot build {what}: {err}", loc) from None
         if not finite_real(expr):
@@ -228,9 +228,11 @@ class _NodeLowering:
         except ShapeError as err:
             raise self.fail(str(err), loc) from None
         operands = [self.materialize(val, loc) for val in vals]
-        node = self.builder.add_op(
-            self.owner, op.make(*operands, attrs=attrs), result, loc, anonymous=True
-        )
+        expr = op.make(*operands, attrs=attrs)
+        node = self.builder.tensor_ops.get(expr)
+        if node is None:
+            node = self.builder.add_op(self.owner, expr, result, loc, anonymous=True)
+            self.builder.tensor_ops[expr] = node
         return Val(node.symbol, result, (node.symbol,))
 
 
@@ -292,6 +294,9 @@ class Builder:
         self.symbols: dict[str, sp.Symbol] = {}
         self.pending: set[str] = set()
         self.namer = Namer()
+        # each tensor op once: `sum(x, axis=0) - sum(x, axis=0)` is then `t - t`, 0 to SymPy
+        # here, where its shape is known, not after CSE, inside the op that reads it
+        self.tensor_ops: dict[sp.Expr, Node] = {}
 
     def add_op(
         self, owner: str, expr: sp.Expr, type_: TensorType, loc: Loc, anonymous: bool

@@ -174,6 +174,15 @@ class LogOrZero(Elementwise):
         return math.log(x) if x else 0.0
 
 
+def as_real(expr: sp.Expr) -> sp.Expr:
+    """`expr` with re(e) as e and im(e) as 0: every tensor is real, but SymPy cannot always
+    prove a value real (Abs((x*x)**(abs(x)**r)) becomes Abs(x)**(2*re(...))), and NumPy
+    has no spelling for them. Where the value is complex, NumPy computes NaN."""
+    if not expr.has(sp.re, sp.im):
+        return expr
+    return expr.replace(sp.re, lambda arg: arg).replace(sp.im, lambda arg: sp.S.Zero)
+
+
 def finite_real(expr: sp.Expr) -> bool:
     """No infinity, NaN or imaginary unit in `expr`, and every number in it, and its value
     if it is one, a finite float64: SymPy's numbers have no such bound (1e200 * 1e200 is a

@@ -23,7 +23,14 @@ import sympy as sp
 
 from .build import Program
 from .errors import SpecError
-from .functions import Step, finite_real, plain_powers, tensor_powers, unsaved_values
+from .functions import (
+    Step,
+    as_real,
+    finite_real,
+    plain_powers,
+    tensor_powers,
+    unsaved_values,
+)
 from .ir import Graph, Node, Statement, TensorType, reduced_axes, symbol
 from .ops import (
     AdjointContext,
@@ -205,8 +212,8 @@ def _partial(expr: sp.Expr, operand: sp.Symbol) -> sp.Expr:
     expr = tensor_powers(expr)
     if expr.is_Add:
         terms = (sp.diff(term, operand) for term in expr.args if term.has(operand))
-        return plain_powers(sp.Add(*terms))
-    return plain_powers(sp.diff(expr, operand))
+        return as_real(plain_powers(sp.Add(*terms)))
+    return as_real(plain_powers(sp.diff(expr, operand)))
 
 
 def _local_name(node: Node, operand: sp.Symbol) -> str:

@@ -606,11 +606,48 @@ def test_a_product_plus_terms_that_cancel_keeps_their_shape(tmp_path: Path) -> N
     """Fourth review: `z @ w + (w - w)` was the product alone, shaped [1, 3], not [3, 3]: a
     silently wrong loss (9 for 27)."""
     module = compile_module(
-        "name: s\nparams: {z: [1, 3], w: [3, 3]}\nnodes:\n  f: z @ w + (w - w)\n"
-        "  loss: sum(f)\n",
+        "name: s\nparams: {z: [1, 3], w: [3, 3]}\nnodes:\n  f: z @ w + (w - w)\n  loss: sum(f)\n",
         tmp_path,
     )
     loss, grads = module.value_and_grad({"z": np.ones((1, 3)), "w": np.ones((3, 3))})
     assert loss == 27.0
     np.testing.assert_array_equal(grads["z"], np.full((1, 3), 9.0))
     np.testing.assert_array_equal(grads["w"], np.full((3, 3), 3.0))
+
+
+@pytest.mark.parametrize(
+    ("formula", "expected"),
+    [
+        ("p * max(sum(x, axis=0) / sum(x, axis=0))", 1.0),  # `1.max()`
+        ("p * logsumexp(sum(x, axis=0) / sum(x, axis=0))", 1 + np.log(3)),  # `_logsumexp(1)`
+        ("p * mean((sum(x, axis=0) - sum(x, axis=0)) @ w)", 0.0),  # `np.dot(0, w)`, `0.size`
+        ("mean(abs(sum(x, axis=0) - sum(x, axis=0)) ** p) + p * 0", 0.0),  # `0.sum(axis=0)`
+    ],
+)
+def test_ops_of_values_that_cancel_keep_their_shape(
+    formula: str, expected: float, tmp_path: Path
+) -> None:
+    """Fourth review: two equal ops that cancel after CSE left a number inside an op, and
+    the module did not import or run (`1.max()`, `np.dot(0, w)`, `0.sum(axis=0)`). Equal
+    tensor ops are one node now, and they cancel where their shape is known."""
+    module = compile_module(
+        "name: c\ninputs: {x: [n, 3]}\nparams: {p: [], w: [3, 2]}\n"
+        f"nodes:\n  loss: {formula}\nwrt: [p]\n",
+        tmp_path,
+    )
+    _, grads = module.value_and_grad({"p": 0.5, "w": np.ones((3, 2))}, np.ones((2, 3)))
+    np.testing.assert_allclose(grads["p"], expected)
+
+
+def test_a_value_sympy_cannot_prove_real_compiles(tmp_path: Path) -> None:
+    """Fourth review: `abs((x * x) ** (abs(x) ** r))` is Abs(x)**(2*re(Abs(x)**r)) to SymPy,
+    and the compiler raised `no NumPy spelling for re`. Every tensor is real: re(e) is e."""
+    module = compile_module(
+        "name: r\ninputs: {x: [3], r: [3]}\nnodes:\n"
+        "  loss: sum(abs((x * x) ** (abs(x) ** r)))\nwrt: [x]\n",
+        tmp_path,
+    )
+    x, r = np.array([-1.5, 0.5, 2.0]), np.array([0.5, 1.0, 2.0])
+    loss, grads = module.value_and_grad({}, x, r)
+    np.testing.assert_allclose(loss, np.sum(np.abs(x) ** (2 * np.abs(x) ** r)))
+    np.testing.assert_allclose(grads["x"], [-5.302579, 0.306853, 2443.5654], rtol=1e-5)  # torch
