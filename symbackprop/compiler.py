@@ -13,6 +13,8 @@ import sympy as sp
 
 from . import passes
 from .build import Program, build_program
+from .errors import SpecError
+from .functions import finite_real
 from .ir import Statement
 from .naming import Namer, name_temporaries
 from .ops import lowered, lowering_note
@@ -57,6 +59,7 @@ def optimize(program: Program) -> Optimized:
         roots.add(program.predict)
     forward = passes.dead_code(forward, roots)
     forward, backward = passes.fold_numbers(forward), passes.fold_numbers(backward)
+    _refuse_infinite_constants(forward + backward, program)
     forward, backward = passes.common_subexpressions(forward, backward)
     forward, backward, recomputed = passes.recompute_elementwise(forward, backward)
     if recomputed:  # the recomputed subexpressions may repeat within the backward pass
@@ -78,6 +81,20 @@ def optimize(program: Program) -> Optimized:
     forward, backward, renames = name_temporaries(forward, backward, namer)
     grads = {leaf: (renames.get(d, d) if d is not None else None) for leaf, d in info.grads.items()}
     return Optimized(program, forward, backward, info, grads, namer)
+
+
+def _refuse_infinite_constants(statements: list[Statement], program: Program) -> None:
+    """A constant past float64's range once SymPy folds it ((2 * w) ** maximum(1, 2000)
+    is 2**2000.0 * w**2000.0) would be printed `inf`, a NameError at run time: it is the
+    node's error instead."""
+    for statement in statements:
+        if not finite_real(statement.expr):
+            locs = (node.loc for node in program.graph.nodes if node.owner == statement.owner)
+            raise SpecError(
+                "a constant is past float64's range once SymPy folds it",
+                next((loc for loc in locs if loc is not None), program.spec.output_loc),
+                statement.owner,
+            )
 
 
 def compile_spec(spec: Spec) -> str:

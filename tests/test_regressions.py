@@ -651,3 +651,12 @@ def test_a_value_sympy_cannot_prove_real_compiles(tmp_path: Path) -> None:
     loss, grads = module.value_and_grad({}, x, r)
     np.testing.assert_allclose(loss, np.sum(np.abs(x) ** (2 * np.abs(x) ** r)))
     np.testing.assert_allclose(grads["x"], [-5.302579, 0.306853, 2443.5654], rtol=1e-5)  # torch
+
+
+def test_a_constant_folded_past_float64_is_a_spec_error() -> None:
+    """Fourth review: (w + w) ** maximum(1, 2000) folds to 2**2000.0 * w**2000.0 after the
+    build's checks; it was printed `inf`, a NameError at run time."""
+    text = "name: b\nparams: {w: [3]}\nnodes:\n  loss: sum((w + w) ** maximum(1, 2000))\n"
+    with pytest.raises(SpecError, match="past float64's range once SymPy folds it") as raised:
+        compile_text(text, "b.yaml")
+    assert raised.value.node == "loss" and raised.value.loc is not None
