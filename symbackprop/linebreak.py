@@ -39,7 +39,8 @@ INDENT = 4
 _HEAD = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 _OPENING, _CLOSING = "([{", ")]}"
 # binary operators by precedence class, the lowest first; ruff breaks before them
-_OPERATORS = ((" + ", " - "), (" * ", " / ", " // ", " % ", " @ "))
+_OPERATORS = ((" + ", " - "), (" * ", " / ", " // ", " % ", " @ "), (" ** ",))
+_HUGGED_POWER = re.compile(r"(?<! )\*\*(?! )")  # `b**k`: ruff breaks it `b` / `** k`
 _COMPARISONS = (" < ", " > ", " <= ", " >= ", " == ", " != ", " if ", " and ", " or ")
 
 
@@ -98,11 +99,15 @@ def top_level_arguments(body: str) -> list[str]:
 
 def operand_lines(text: str) -> list[str]:
     """An operator expression split before each of its lowest-precedence operators outside
-    brackets (`a / b` as ["a", "/ b"]), or [] if it has none, or a comparison."""
+    brackets (`a / b` as ["a", "/ b"]; `b**k` as ["b", "** k"]), or [] if it has none, or
+    a comparison."""
     top = _top_level(text)
     if any(word in top for word in _COMPARISONS):
         return []
     for operators in _OPERATORS:
+        if operators == (" ** ",):  # the last: `b**k` is broken as `b` / `** k`
+            for start in reversed([match.start() for match in _HUGGED_POWER.finditer(top)]):
+                text, top = (f"{part[:start]} ** {part[start + 2 :]}" for part in (text, top))
         cuts = sorted(index for operator in operators for index in _find_all(top, operator))
         if cuts:
             starts = [0] + [cut + 1 for cut in cuts]
@@ -182,7 +187,9 @@ def group_layout(target: str, text: str, operator: str = "=") -> GroupLayout | N
     if not groups or any(word in top for word in _COMPARISONS):
         return None
     operators = _lowest_binding_count(top)
-    if operators > 1 or (operators == 0 and not text.startswith("-")):
+    # an attribute of a call's result, `t.sum(axis=1).sum(axis=0)`: ruff omits them too
+    chain = operators == 0 and ")." in top and not text.startswith("(")
+    if operators > 1 or (operators == 0 and not text.startswith("-") and not chain):
         return None  # two or more: ruff keeps the parentheses; none: a call, the forms below
     if operators == 1 and not (text.startswith("(") or groups[-1][1] == len(text) - 1):
         return None
@@ -194,14 +201,24 @@ def group_layout(target: str, text: str, operator: str = "=") -> GroupLayout | N
         if len(line) + through - start <= width:
             continue  # this group stays on the line
         outside.append(line + text[start : opening + 1])
-        bodies.append(" " * INDENT + text[opening + 1 : closing])
-        lines += [outside[-1], bodies[-1]]
+        body = _group_body(text, opening, closing)
+        bodies += body
+        lines += [outside[-1], *body]
         line, start = "", closing
     outside.append(line + text[start:])
     lines.append(outside[-1])
     if any(len(line) > width for line in outside):
         return None
     return GroupLayout(lines, all(len(body) <= width for body in bodies))
+
+
+def _group_body(text: str, opening: int, closing: int) -> list[str]:
+    """The lines of a broken group's contents: on one line, or, for an operator expression
+    in parentheses (not a call's arguments) too long for it, one operand a line."""
+    body = text[opening + 1 : closing]
+    called = opening > 0 and (text[opening - 1].isalnum() or text[opening - 1] in "_)]")
+    operands = [] if called or _fits_indented(body) else operand_lines(body)
+    return [" " * INDENT + line for line in operands or [body]]
 
 
 def _bracket_groups(text: str) -> list[tuple[int, int]] | None:
@@ -226,7 +243,7 @@ def _top_level(text: str) -> str:
 
 def _lowest_binding_count(top: str) -> int:
     """How many binary operators of the lowest-binding kind `top` (outside brackets) has."""
-    for operators in (*_OPERATORS, ("**",)):
+    for operators in (*_OPERATORS[:-1], ("**",)):
         count = sum(len(_find_all(top, operator)) for operator in operators)
         if count:
             return count
@@ -282,25 +299,38 @@ def last_resort_wrap(target: str, text: str, operator: str = "=") -> str:
 
 def call_lines(text: str, depth: int = 0) -> list[str] | None:
     """A call too long for its line, `depth` steps of indentation in, as ruff breaks it:
-    its arguments on a line of their own, else one a line with a trailing comma, an
-    argument too long for its line broken the same way where it is a call itself. The
-    first line is the call's head, to follow what the line starts with; the others are
-    indented relative to it. None where an argument is too long and no call."""
+    its arguments on a line of their own, else as `argument_lines` breaks them. The first
+    line is the call's head, to follow what the line starts with; the others are
+    indented relative to it. None where an argument breaks no way we write."""
     opening, body, closing = call_parts(text)
-    step, width = " " * INDENT, LINE_LIMIT - (depth + 2) * INDENT  # the statement is indented
-    if len(body) <= width:
-        return [opening, step + body, closing]
-    lines = [opening]
-    for argument in top_level_arguments(body):
-        if len(argument) + 1 <= width:
-            lines.append(f"{step}{argument},")
-            continue
-        head = _single_call(argument)
-        nested = call_lines(argument, depth + 1) if head and argument[head.end() : -1] else None
-        if nested is None:
+    if len(body) <= LINE_LIMIT - (depth + 2) * INDENT:  # the statement is indented
+        return [opening, " " * INDENT + body, closing]
+    lines = argument_lines(top_level_arguments(body), depth)
+    return None if lines is None else [opening, *lines, closing]
+
+
+def argument_lines(arguments: list[str], depth: int) -> list[str] | None:
+    """A call's arguments one a line with a trailing comma (none after a sole argument),
+    one step in from the call (itself `depth` steps in from the statement's indentation),
+    as ruff writes them; an argument too long for its line broken too: a call or a
+    subscript inside its brackets, an operator expression before each operator. None
+    where an argument breaks neither way."""
+    step, width = " " * INDENT, LINE_LIMIT - (depth + 2) * INDENT
+    comma = "," if len(arguments) > 1 else ""
+    lines = []
+    for argument in arguments:
+        if len(argument + comma) <= width:
+            broken: list[str] | None = [argument]
+        elif (head := _single_call(argument)) and argument[head.end() : -1]:
+            broken = call_lines(argument, depth + 1)
+        else:
+            broken = operand_lines(argument) or None
+            if broken and any(len(line) > width for line in broken[:-1] + [broken[-1] + comma]):
+                broken = None
+        if broken is None:
             return None
-        lines += [step + line for line in nested[:-1]] + [f"{step}{nested[-1]},"]
-    return [*lines, closing]
+        lines += [step + line for line in broken[:-1]] + [f"{step}{broken[-1]}{comma}"]
+    return lines
 
 
 def string_assignment(target: str, literal: str, indent: int = 0) -> str:
@@ -339,16 +369,15 @@ class Entry:
             return ""
         if not self.body:
             return ""  # a name: nothing to break
-        plain = not any(bracket in self.body for bracket in _OPENING)
-        if indent + len(f'"{self.key}": {self.head}') > LINE_LIMIT and not plain:
-            return ""  # ruff breaks this further than the forms we write
         if indent + INDENT + len(self.body) <= LINE_LIMIT:
-            return "call"
-        return "arguments"
+            return "call"  # even where `"key": f(` alone is too long: ruff breaks the call
+        return "arguments" if self.argument_lines is not None else ""
 
     @property
-    def arguments(self) -> list[str]:
-        return top_level_arguments(self.body)
+    def argument_lines(self) -> list[str] | None:
+        """The arguments one a line, as `argument_lines` breaks them (an entry's arguments
+        are one step further in than a statement's)."""
+        return argument_lines(top_level_arguments(self.body), depth=1)
 
 
 Literal = str | tuple["Literal", ...]  # a tuple of literals, written out by `tuple_entry`

@@ -323,6 +323,50 @@ nodes:
 wrt: [param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx]
 """,
 }
+_B, _E = "base_param_with_a_long_name_xxxxxxxxxx", "exponent_param_with_a_long_name_xxxxxx"
+_W, _S = "weight_matrix_with_a_rather_long_name_xxxxxxxxxxxxxxxx", "scale_param_with_a_long_name"
+_P, _Q, _U = "p" * 70, "q" * 70, "u" * 70
+# fourth review: the lines the power rule writes (`t = b**t_1`, `np.log(b + (b == 0))`,
+# `b ** (k - 1)`), a mean over two axes whose divisor breaks one factor a line, a chain of
+# sums on a name (`t.sum(` / `axis=1, keepdims=True` / `).sum(axis=0)`), and entries of
+# names of 70 characters (`"p...": _glorot_uniform(` / `rng,` / `PARAMS[` / ...)
+LONG_FORMAT_ONLY_SPECS |= {
+    "long_power": f"""
+name: long_power
+params: {{{_B}: [3], {_E}: [3]}}
+nodes:
+  power_node_with_a_long_name: {_B} ** {_E}
+  loss: sum(power_node_with_a_long_name)
+""",
+    "long_log_or_zero": """
+name: long_log_or_zero
+inputs: {base_input_with_a_rather_long_name_xxxxxx: [3]}
+params: {k: [3]}
+nodes:
+  loss: sum(base_input_with_a_rather_long_name_xxxxxx ** k)
+""",
+    "long_mean_over_two_axes": """
+name: long_mean_over_two_axes
+inputs: {input_tensor_with_a_long_name_xxxxxxxxxxx: [a, b, 3]}
+params: {w: [3]}
+nodes:
+  loss: sum(w * mean(input_tensor_with_a_long_name_xxxxxxxxxxx, axis=(0, 1)))
+""",
+    "long_chain_of_sums": f"""
+name: long_chain_of_sums
+params: {{{_W}: [3, 3], {_S}: [1]}}
+nodes:
+  loss: sum(tanh({_W} * {_S}))
+""",
+    "very_long_names": f"""
+name: very_long_names
+inputs: {{{_Q}: [n, 3], y: [n, 2], {_U}: [3]}}
+params: {{{_P}: [3, 2], s: []}}
+nodes:
+  loss: mse({_Q} @ {_P}, y) + sum(s * {_U})
+wrt: [{_P}, s, {_U}]
+""",
+}
 LABEL_NAME_SPEC = """
 name: label_name
 inputs:
