@@ -127,13 +127,9 @@ def _write_all(files: list[tuple[Path, str]]) -> None:
     refused first, the one failure a rename could still meet). An error names the path,
     not the temporary file. Each file gets the mode a plain write would give it: the old
     file's, else the umask's (mkstemp makes it 0600, which other users could not import)."""
-    # a symlink is written through, as `open(path, "w")` would, not replaced by a file
-    files = [(path.resolve() if path.is_symlink() else path, text) for path, text in files]
+    files = [(writable_path(path), text) for path, text in files]
     staged: list[tuple[str, Path]] = []
     try:
-        for path, _ in files:
-            if path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         for path, text in files:
             staged.append((_staged(path, text), path))
         while staged:
@@ -143,6 +139,23 @@ def _write_all(files: list[tuple[Path, str]]) -> None:
     finally:
         for temporary, _ in staged:
             Path(temporary).unlink(missing_ok=True)
+
+
+def writable_path(path: Path) -> Path:
+    """The file a write to `path` goes to: through a symlink, as `open(path, "w")` writes,
+    not replacing the link by a file. A folder there, a link to a missing folder, or a
+    file where a folder should be is refused first, named as the user wrote it."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if target is not path and not target.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    for folder in target.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+            break
+    return target
 
 
 def _staged(path: Path, text: str) -> str:

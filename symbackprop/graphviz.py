@@ -23,7 +23,7 @@ import textwrap
 from pathlib import Path
 
 from .build import Program, build_program
-from .cli import EXIT_FAILED, EXIT_OK, _write_atomically
+from .cli import EXIT_FAILED, EXIT_OK, _write_atomically, writable_path
 from .errors import SpecError
 from .explain import Edge, GradientGraph, Notation, gate_role, gradient_graph
 from .ir import Node, shape_text
@@ -175,15 +175,16 @@ def to_dot(program: Program) -> str:
 def _render(binary: str, dot_text: str, path: Path) -> subprocess.CompletedProcess[str]:
     """Render with Graphviz into a scratch directory beside `path`, then rename: a failed
     render leaves no half-written picture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as scratch:
-        rendered = Path(scratch) / path.name
+    target = writable_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
+        rendered = Path(scratch) / target.name
         command = [binary, f"-T{path.suffix[1:].lower()}", "-o", str(rendered)]
         result = subprocess.run(
             command, input=dot_text, text=True, capture_output=True, check=False
         )
         if result.returncode == 0:
-            os.replace(rendered, path)
+            os.replace(rendered, target)
     return result
 
 
@@ -197,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in DOT_SUFFIXES + RENDERED_SUFFIXES:
         raise SpecError(f"cannot write {path}: give -o a .dot, .gv, .svg or .png file")
     dot_path = path if suffix in DOT_SUFFIXES else path.with_suffix(".dot")
+    writable_path(path)  # a folder there is refused before the .dot is written
     _write_atomically(dot_path, dot_text)
     print(f"wrote {dot_path}")
     if dot_path == path:

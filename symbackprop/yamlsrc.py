@@ -192,11 +192,12 @@ def load_yaml(text: str, file: str) -> YNode:
         loc = _loc(mark, file) if mark else Loc(file, 1, 1)
         raise SpecError(f"malformed YAML: {err.problem or err}", loc) from None
     except yaml.reader.ReaderError as err:
-        # a character YAML forbids (NUL, most controls): at its place, on one line
-        line = text.count("\n", 0, err.position) + 1
-        col = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+        # a character YAML forbids (NUL, most controls): at its place, on one line, its
+        # line counted at every break YAML counts (a CR alone too)
+        breaks = list(_LINE_BREAK.finditer(text, 0, err.position))
+        col = err.position - (breaks[-1].end() if breaks else 0) + 1
         code = err.character if isinstance(err.character, int) else ord(err.character)
-        where = Loc(file, line, col)
+        where = Loc(file, len(breaks) + 1, col)
         raise SpecError(
             f"malformed YAML: the character U+{code:04X} is not allowed", where
         ) from None

@@ -239,3 +239,33 @@ def test_an_output_that_is_a_symlink_is_written_through(tmp_path: Path) -> None:
     assert main(["compile", "-o", str(out), SPECS[0]]) == 0
     assert (out / "gates.py").is_symlink()
     assert target.read_bytes() != OLD and target.read_text(encoding="utf-8").startswith("# Code")
+
+
+def test_a_link_into_a_missing_folder_or_a_file_for_a_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fourth review: a link into a missing folder made the folder (`open` would fail);
+    `-o afile` said `afile/gates.py: File exists`."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gates.py").symlink_to(tmp_path / "missing" / "gates.py")
+    assert main(["compile", "-o", str(out), SPECS[0]]) == 1
+    assert not (tmp_path / "missing").exists()
+    assert capsys.readouterr().err.endswith(f"{out / 'gates.py'}: No such file or directory\n")
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    assert main(["compile", "-o", str(afile), SPECS[0]]) == 1
+    assert capsys.readouterr().err == f"symbackprop: cannot write: {afile}: Not a directory\n"
+
+
+def test_graph_to_a_folder_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fourth review: `graph -o d.svg`, d.svg a folder, wrote d.dot and then named a scratch
+    file that no longer existed."""
+    (tmp_path / "d.svg").mkdir()
+    assert main(["graph", SPECS[0], "-o", str(tmp_path / "d.svg")]) == 1
+    assert capsys.readouterr().err == (
+        f"symbackprop: cannot write: {tmp_path / 'd.svg'}: Is a directory\n"
+    )
+    assert [path.name for path in tmp_path.iterdir()] == ["d.svg"]

@@ -384,3 +384,13 @@ def test_a_spec_named_after_pytest_is_refused(
     spec.write_text(f"name: {name}\ninputs: {{x: [3]}}\nnodes: {{e: sum(x)}}\nwrt: [x]\n")
     assert main(["compile", "--emit-tests", "-o", str(tmp_path / "out"), str(spec)]) == 2
     assert "pytest's, or a module it imports" in capsys.readouterr().err
+
+
+def test_a_forbidden_character_is_placed_on_lines_of_carriage_returns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fourth review: with CR line breaks the line was counted by `\\n`, as 1:46."""
+    spec = tmp_path / "cr.yaml"
+    spec.write_bytes(b"name: a\rinputs: {x: [3]}\rnodes:\r  y: sum(x)\x07\r")
+    assert main(["compile", str(spec), "--stdout"]) == 2
+    assert f"{spec}:4:12: malformed YAML: the character U+0007" in capsys.readouterr().err
