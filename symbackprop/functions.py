@@ -198,10 +198,14 @@ def finite_real(expr: sp.Expr) -> bool:
 
 def tensor_powers(expr: sp.Expr) -> sp.Expr:
     """`expr` with each power whose exponent is not a number as a `Power`."""
+    if all(power.exp.is_number for power in expr.atoms(sp.Pow)):
+        return expr  # the common case, at the cost of one walk rather than a rebuild
     return expr.replace(lambda e: e.is_Pow and not e.exp.is_number, lambda e: Power(e.base, e.exp))
 
 
 def plain_powers(expr: sp.Expr) -> sp.Expr:
+    if not expr.has(Power):
+        return expr
     return expr.replace(lambda e: isinstance(e, Power), lambda e: sp.Pow(*e.args))
 
 
