@@ -372,7 +372,10 @@ class Builder:
         expr = val.expr
         node = self.graph.by_symbol.get(expr) if isinstance(expr, sp.Symbol) else None
         lost = _shape_lost(self.graph, val)  # `z @ w + (w - w)`: the product, but w's shape
-        if node is not None and node.anonymous and node.owner == spec_node.name and not lost:
+        # (an op another op of the formula reads, `a @ b + 0 * sum(a @ b)`, keeps its name)
+        read = node is not None and any(node.symbol in other.operands for other in self.graph.nodes)
+        renamable = node is not None and node.anonymous and node.owner == spec_node.name
+        if renamable and not (lost or read):
             # the formula's last op is the node itself: give it the spec's name
             self._rename(node, spec_node.name)
         else:

@@ -16,7 +16,7 @@ import sympy as sp
 
 from . import __version__
 from .compiler import Optimized
-from .ir import Attr, Graph, Shape, Statement, shape_text, symbol
+from .ir import Attr, Graph, Shape, Statement, partial_sum_of, shape_text, symbol
 from .linebreak import (
     INDENT,
     LINE_LIMIT,
@@ -38,7 +38,6 @@ from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, MatrixProduct
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, number_literal, stability_note
-from .reverse import partial_sum_of
 from .spec import ParamSpec, Spec, code_name, init_arguments
 
 

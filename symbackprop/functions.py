@@ -189,11 +189,16 @@ def finite_real(expr: sp.Expr) -> bool:
     Float of 1e400), but the code prints them as floats."""
     if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I):
         return False
-    numbers = [*expr.atoms(sp.Number), *([sp.N(expr)] if expr.is_number else [])]
     try:
-        return all(math.isfinite(float(number)) for number in numbers)
-    except (OverflowError, TypeError):
+        if not all(math.isfinite(float(number)) for number in expr.atoms(sp.Number)):
+            return False
+        # a constant expression (`exp(1000)`), unless it is an op (a node `c: 0.5` is
+        # filled out to its shape) whose numbers were checked above
+        return not expr.is_number or math.isfinite(float(sp.N(expr)))
+    except OverflowError:
         return False
+    except TypeError:
+        return True
 
 
 def tensor_powers(expr: sp.Expr) -> sp.Expr:

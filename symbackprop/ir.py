@@ -142,3 +142,16 @@ class Statement:
     phase: str  # "forward" or "backward"
     note: str = ""  # the chain-rule step, for the comment above a backward line
     anonymous: bool = False  # a value the spec did not name (may be inlined)
+
+
+_PARTIAL = "'"  # in no identifier: a running sum's name is no spec value's adjoint's
+
+
+def partial_sum_symbol(adjoint: sp.Symbol, index: int) -> sp.Symbol:
+    return symbol(f"{adjoint.name}{_PARTIAL}{index}")
+
+
+def partial_sum_of(value: sp.Symbol) -> str | None:
+    """The adjoint's name (`d_W`) when `value` is one of its running sums (`d_W'2`)."""
+    name: str = value.name
+    return name.split(_PARTIAL)[0] if _PARTIAL in name else None

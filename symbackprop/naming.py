@@ -13,7 +13,7 @@ import re
 
 import sympy as sp
 
-from .ir import Statement, symbol
+from .ir import Statement, partial_sum_of, symbol
 from .ops import Ones
 
 # a temporary's name in a note, also right after the `dL/d` of an adjoint
@@ -52,6 +52,12 @@ def name_temporaries(
             new = namer.fresh(statement.owner)
             renames[statement.target] = new
             renames[symbol("d_" + statement.target.name)] = symbol("d_" + new.name)
+    # a temporary read by several ops has running sums of its adjoint, `d_t_a_0'1`
+    for statement in backward:
+        adjoint = partial_sum_of(statement.target)
+        if adjoint is not None and symbol(adjoint) in renames:
+            suffix = statement.target.name[len(adjoint) :]
+            renames[statement.target] = symbol(renames[symbol(adjoint)].name + suffix)
 
     def rename(statements: list[Statement]) -> list[Statement]:
         return [

@@ -31,7 +31,15 @@ from .functions import (
     tensor_powers,
     unsaved_values,
 )
-from .ir import Graph, Node, Statement, TensorType, reduced_axes, symbol
+from .ir import (
+    Graph,
+    Node,
+    Statement,
+    TensorType,
+    partial_sum_symbol,
+    reduced_axes,
+    symbol,
+)
 from .ops import (
     AdjointContext,
     BatchSum,
@@ -48,19 +56,6 @@ from .printer import math_factor, math_text
 
 def adjoint_symbol(value: sp.Symbol) -> sp.Symbol:
     return symbol(f"d_{value.name}")
-
-
-_PARTIAL = "'"  # in no identifier: a running sum's name is no spec value's adjoint's
-
-
-def partial_sum_symbol(adjoint: sp.Symbol, index: int) -> sp.Symbol:
-    return symbol(f"{adjoint.name}{_PARTIAL}{index}")
-
-
-def partial_sum_of(value: sp.Symbol) -> str | None:
-    """The adjoint's name (`d_W`) when `value` is one of its running sums (`d_W'2`)."""
-    name: str = value.name
-    return name.split(_PARTIAL)[0] if _PARTIAL in name else None
 
 
 @dataclass(frozen=True)

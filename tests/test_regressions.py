@@ -12,6 +12,7 @@ import sympy as sp
 from symbackprop.build import build_program
 from symbackprop.compiler import compile_text
 from symbackprop.errors import SpecError
+from symbackprop.gradcheck import DEFAULT_TOLERANCE, check_spec
 from symbackprop.ir import symbol
 from symbackprop.ops import Count
 from symbackprop.reverse import reverse_mode
@@ -660,3 +661,31 @@ def test_a_constant_folded_past_float64_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="past float64's range once SymPy folds it") as raised:
         compile_text(text, "b.yaml")
     assert raised.value.node == "loss" and raised.value.loc is not None
+
+
+@pytest.mark.parametrize(
+    ("nodes", "wrt"),
+    [
+        ("  scale: 0.5\n  loss: sum(scale * x ** 2)\n", "[x]"),  # refused: a constant node
+        ("  a: x @ transpose(x) + 0 * sum(x @ transpose(x))\n  loss: sum(a)\n", "[x]"),
+        (
+            "  n0: sum(softmax(x))\n  n1: softmax(x)\n  n2: softmax(x) - n0\n"
+            "  loss: sum(n1) + sum(n2)\n",
+            "[x]",
+        ),
+        # `d_x -= d_x'1 - np.array(d_x'1)`: the last term of a running sum cancelled
+        (
+            "  n0: x * (mse(x, x) - mse(x, x))\n  n1: x\n  n3: x\n"
+            "  loss: sum(n0) + sum(n1) + sum(n3)\n",
+            "[x]",
+        ),
+    ],
+)
+def test_specs_the_equal_op_and_constant_checks_broke(nodes: str, wrt: str) -> None:
+    """Fifth review: a node `scale: 0.5` was refused as past float64; an op renamed after
+    its spec node while another op of the formula read it raised an AssertionError; a
+    running sum of a renamed temporary kept its old name (`d_t_n0_0'1`, a SyntaxError).
+    Each compiles, and `check` passes."""
+    text = f"name: e\ninputs: {{x: [3, 3]}}\nnodes:\n{nodes}wrt: {wrt}\n"
+    report = check_spec(parse_spec(text, "e.yaml"), seed=0)
+    assert max(result.error for result in report.results) <= DEFAULT_TOLERANCE, report

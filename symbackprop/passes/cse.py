@@ -14,9 +14,8 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from ..ir import Statement
+from ..ir import Statement, partial_sum_of
 from ..ops import Transposed
-from ..reverse import partial_sum_of
 
 _PREFIX = "_cse_"
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from ..ir import Dim, Graph, Node, Statement, broadcast_shapes, symbol
+from ..ir import Dim, Graph, Node, Statement, broadcast_shapes, partial_sum_of, symbol
 from ..ops import (
     BatchSum,
     BroadcastTo,
@@ -25,7 +25,7 @@ from ..ops import (
     TensorOp,
     Transposed,
 )
-from ..reverse import adjoint_symbol, partial_sum_of
+from ..reverse import adjoint_symbol
 from .inplace import is_fresh
 
 
@@ -175,6 +175,9 @@ def own_results(
     owned = []
     for statement in statements:
         leaf = results.get(statement.target)
+        expr = statement.expr
+        if isinstance(expr, sp.Symbol) and partial_sum_of(expr) == statement.target.name:
+            continue  # `d_x = d_x'1`: the last term cancelled; the running sum is d_x's array
         if leaf is not None and statement.expr.is_number:
             statement = _with_expr(statement, Fill(statement.expr, leaf))
         elif leaf is not None and _shares_its_array(statement.expr, fresh, uses):
