@@ -121,7 +121,7 @@ def _elementwise_adjoints(
                 node.loc,
                 node.owner,
             )
-        contribution = _masked(d, local, graph, defining) or d * local
+        contribution = _masked(node, d, local, graph, defining) or d * local
         incoming = f"dL/d{node.name}"
         if local == 1:
             chain = expanded = incoming
@@ -137,30 +137,44 @@ def _elementwise_adjoints(
     return result
 
 
-def _masked(d: sp.Symbol, local: sp.Expr, graph: Graph, defining: Defining) -> sp.Expr | None:
+def _masked(
+    node: Node, d: sp.Symbol, local: sp.Expr, graph: Graph, defining: Defining
+) -> sp.Expr | None:
     """`d * local` as `Masked`, where `local` is a relu's mask [a > 0] times other factors,
     and those factors or the adjoint `d` may be inf or NaN where a is 0: they divide by a,
     or take a root or a log of it, or of a value computed from it (sqrt(relu(x)),
     relu(x) ** w). A product would give 0 * inf = NaN there, where PyTorch gives 0.
     None where the plain product is exact. The adjoint's terms are read off its own
-    expression and those of the running sums it adds to."""
+    expression and those of the adjoints it reads."""
     factors = sp.Mul.make_args(local)
     masks = [factor for factor in factors if isinstance(factor, Step) and factor.args[1] == 0]
     if len(masks) != 1:
         return None
     value = masks[0].args[0]
     rest = sp.Mul(*(factor for factor in factors if factor is not masks[0]))
+    # what is computed from a: from the relu's node, or from this node where the relu is
+    # part of its formula (sqrt(relu(x)) in one node)
+    source = value if value in graph.by_symbol else node.symbol
+    near = _downstream(source, graph)
     expr = defining(d)
     terms = [rest, *([expr, *map(defining, expr.free_symbols)] if expr is not None else [])]
-    consumers = {node.symbol for node in graph.nodes if value in node.operands}
     for term in terms:
         if term is None:
             continue
         bases = [power.base for power in term.atoms(sp.Pow) if _unbounded(power.exp)]
         bases += [log.args[0] for log in term.atoms(sp.log)]
-        if any(base.has(value) or base.free_symbols & consumers for base in bases):
+        if any(base.has(value) or base.free_symbols & near for base in bases):
             return Masked(d * rest, value)
     return None
+
+
+def _downstream(value: sp.Symbol, graph: Graph) -> set[sp.Symbol]:
+    """`value` and every node computed from it."""
+    reached = {value}
+    for later in graph.nodes[graph[value].index + 1 :]:
+        if reached.intersection(later.operands):
+            reached.add(later.symbol)
+    return reached
 
 
 def _unbounded(exponent: sp.Expr) -> bool:

@@ -543,6 +543,9 @@ def test_the_mean_of_an_unnamed_value_computes_it_once(tmp_path: Path) -> None:
             "h: relu(x)\n  loss: sum(log(h + 1) + 1 / (h + 2))",
             [0, 0, 0.8 - 1 / 2.25**2, 0.2 - 1 / 36],
         ),
+        # fifth review: the relu inside the node that takes the root, and a node between
+        ("loss: sum(sqrt(relu(x)))", [0.0, 0.0, 1.0, 0.25]),
+        ("h: relu(x)\n  a: 2 * h\n  loss: sum(sqrt(a))", [0, 0, 2**0.5, 2**0.5 / 4]),
     ],
 )
 def test_a_relu_masks_an_adjoint_infinite_where_it_is_0(
