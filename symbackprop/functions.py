@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 
 class Elementwise(sp.Function):
@@ -140,9 +141,11 @@ class Power(Elementwise):
 
 
 class IsZero(Elementwise):
-    """1 where x = 0, else 0 (printed `(x == 0)`, a bool NumPy adds as 1 or 0)."""
+    """1 where x = 0, else 0 (printed `x == 0`, a bool NumPy adds as 1 or 0; it binds as a
+    comparison, so in a sum it is parenthesized and on a line of its own it is not)."""
 
     nargs = 1
+    precedence = PRECEDENCE["Relational"]
 
     @classmethod
     def eval(cls, x: sp.Expr) -> sp.Expr | None:

@@ -312,7 +312,7 @@ class NumpyPrinter(StrPrinter):
         return f"np.maximum({self._print(expr.args[0])}, {self.zero()})"
 
     def _print_IsZero(self, expr: sp.Function) -> str:
-        return f"({self.parenthesize(expr.args[0], PRECEDENCE['Relational'])} == 0)"
+        return f"{self.parenthesize(expr.args[0], PRECEDENCE['Relational'], strict=True)} == 0"
 
     def _print_LogOrZero(self, expr: sp.Function) -> str:
         # log(x + 1) = 0 where x = 0: the bool adds 1 there and nothing elsewhere

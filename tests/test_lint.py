@@ -752,3 +752,19 @@ def test_parentheses_then_an_empty_call_break_inside_the_parentheses() -> None:
     text = f"(node_one_x * node_two_{'x' * 44}).max()"
     assert wrap_for("t_loss_1", text) == "leading"
     assert leading_parts(text) == (f"node_one_x * node_two_{'x' * 44}", ".max()")
+
+
+def test_a_line_that_is_one_comparison_has_no_parentheses(tmp_path: Path) -> None:
+    """Fifth review: `t = (k == 0)` (the power rule's mask of a zero exponent, on a line of
+    its own) was written in parentheses, which ruff format drops."""
+    text = (
+        "name: iz\ninputs: {base_input_with_long_name: [n, 3]}\n"
+        "params: {exponent_with_a_long_name: []}\nnodes:\n"
+        "  power_node_with_long_name: >-\n"
+        "    base_input_with_long_name ** (exponent_with_a_long_name + 1)\n"
+        "  loss: max(power_node_with_long_name)\nwrt: [base_input_with_long_name]\n"
+    )
+    source = compile_text(text, "iz.yaml")
+    assert re.search(r"\n    t_\w+ = t_\w+ == 0\n", source)
+    (tmp_path / "iz.py").write_text(source, encoding="utf-8")
+    assert "already formatted" in _ruff(_ruff_command(), "format", "--check", cwd=tmp_path)

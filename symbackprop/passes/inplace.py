@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..functions import Relu
+from ..functions import IsZero, Relu
 from ..ir import Shape, Statement
 from ..ops import BroadcastTo, ExpandDims, TensorOp, Transposed
 
@@ -86,8 +86,8 @@ def in_place_updates(
                 updates[target] = InPlace("", buffer, expr)  # type: ignore[arg-type]
             continue
         shape = shape_of(target)
-        if shape is None or not shape or not is_fresh(expr):
-            continue
+        if shape is None or not shape or not is_fresh(expr) or isinstance(expr, IsZero):
+            continue  # (a bool array, `k == 0`, cannot take a float result in place)
         for buffer in sorted(expr.free_symbols & owned, key=lambda s: s.name):
             if not dead_after(buffer, index):
                 continue
