@@ -143,8 +143,15 @@ def _write_all(files: list[tuple[Path, str]]) -> None:
 
 def writable_path(path: Path) -> Path:
     """The file a write to `path` goes to: through a symlink, as `open(path, "w")` writes,
-    not replacing the link by a file. A folder there, a link to a missing folder, or a
-    file where a folder should be is refused first, named as the user wrote it."""
+    not replacing the link by a file. A folder there, a link loop, a link to a missing
+    folder, or a file where a folder should be is refused first, named as the user wrote
+    it."""
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:  # a link to itself: `open` would fail too
+                raise OSError(err.errno, os.strerror(err.errno), str(path)) from None
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))

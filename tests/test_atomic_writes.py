@@ -269,3 +269,13 @@ def test_graph_to_a_folder_writes_nothing(
         f"symbackprop: cannot write: {tmp_path / 'd.svg'}: Is a directory\n"
     )
     assert [path.name for path in tmp_path.iterdir()] == ["d.svg"]
+
+
+def test_a_link_loop_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Fifth review: a link to itself was replaced by the module, with exit 0."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gates.py").symlink_to("gates.py")
+    assert main(["compile", "-o", str(out), SPECS[0]]) == 1
+    assert (out / "gates.py").is_symlink()
+    assert "Too many levels of symbolic links" in capsys.readouterr().err
