@@ -189,12 +189,11 @@ def as_real(expr: sp.Expr) -> sp.Expr:
 def finite_real(expr: sp.Expr) -> bool:
     """No infinity, NaN or imaginary unit in `expr`, and every number in it, and its value
     if it is one, a finite float64: SymPy's numbers have no such bound (1e200 * 1e200 is a
-    Float of 1e400), but the code prints them as floats."""
-    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I):
-        return False
+    Float of 1e400), but the code prints them as floats. One walk over the expression."""
     try:
-        if not all(math.isfinite(float(number)) for number in expr.atoms(sp.Number)):
-            return False
+        for atom in expr.atoms(sp.Number, type(sp.I), type(sp.zoo)):
+            if atom in _NOT_REAL or not math.isfinite(float(atom)):
+                return False
         # a constant expression (`exp(1000)`), unless it is an op (a node `c: 0.5` is
         # filled out to its shape) whose numbers were checked above
         return not expr.is_number or math.isfinite(float(sp.N(expr)))
@@ -202,6 +201,9 @@ def finite_real(expr: sp.Expr) -> bool:
         return False
     except TypeError:
         return True
+
+
+_NOT_REAL = (sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I)
 
 
 def tensor_powers(expr: sp.Expr) -> sp.Expr:

@@ -152,19 +152,24 @@ def _masked(
         return None
     value = masks[0].args[0]
     rest = sp.Mul(*(factor for factor in factors if factor is not masks[0]))
-    # what is computed from a: from the relu's node, or from this node where the relu is
-    # part of its formula (sqrt(relu(x)) in one node)
-    source = value if value in graph.by_symbol else node.symbol
-    near = _downstream(source, graph)
     expr = defining(d)
     terms = [rest, *([expr, *map(defining, expr.free_symbols)] if expr is not None else [])]
-    for term in terms:
-        if term is None:
-            continue
-        bases = [power.base for power in term.atoms(sp.Pow) if _unbounded(power.exp)]
-        bases += [log.args[0] for log in term.atoms(sp.log)]
-        if any(base.has(value) or base.free_symbols & near for base in bases):
-            return Masked(d * rest, value)
+    bases = [
+        base
+        for term in terms
+        if term is not None
+        for base in [
+            *(power.base for power in term.atoms(sp.Pow) if _unbounded(power.exp)),
+            *(log.args[0] for log in term.atoms(sp.log)),
+        ]
+    ]
+    if not bases:
+        return None
+    # what is computed from a: from the relu's node, or from this node where the relu is
+    # part of its formula (sqrt(relu(x)) in one node)
+    near = _downstream(value if value in graph.by_symbol else node.symbol, graph)
+    if any(base.has(value) or base.free_symbols & near for base in bases):
+        return Masked(d * rest, value)
     return None
 
 
