@@ -23,12 +23,14 @@ from .linebreak import (
     Entry,
     call_lines,
     call_parts,
+    chain_in_parentheses,
+    del_lines,
     fits_one_line,
     fluent_chain,
     group_layout,
     last_resort_wrap,
     leading_parts,
-    operand_lines,
+    operand_block,
     preferred_wrap,
     string_assignment,
     tuple_entry,
@@ -85,7 +87,9 @@ class Line:
 
     @property
     def operands(self) -> list[str]:
-        return operand_lines(self.text)
+        lines = operand_block(self.text)
+        assert lines is not None, self.text
+        return lines
 
     @property
     def leading(self) -> tuple[str, str]:
@@ -99,7 +103,11 @@ class Line:
 
     @property
     def group_lines(self) -> list[str]:
-        layout = group_layout(self.target, self.text, self.operator)
+        layout = (
+            chain_in_parentheses(self.text)
+            if self.wrap == "parenthesized groups"
+            else group_layout(self.target, self.text, self.operator)
+        )
         assert layout is not None, self.text
         return layout.lines
 
@@ -122,6 +130,7 @@ def template_environment() -> jinja2.Environment:
         autoescape=False,
     )
     environment.globals["string_assignment"] = string_assignment
+    environment.globals["del_lines"] = del_lines
     return environment
 
 

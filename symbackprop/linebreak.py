@@ -40,6 +40,7 @@ _HEAD = re.compile(r"[A-Za-z_][\w.]*[(\[]")
 _OPENING, _CLOSING = "([{", ")]}"
 # binary operators by precedence class, the lowest first; ruff breaks before them
 _OPERATORS = ((" + ", " - "), (" * ", " / ", " // ", " % ", " @ "), (" ** ",))
+_OPERATOR_TOKENS = {token.strip() for operators in _OPERATORS for token in operators}
 _HUGGED_POWER = re.compile(r"(?<! )\*\*(?! )")  # `b**k`: ruff breaks it `b` / `** k`
 _COMPARISONS = (" < ", " > ", " <= ", " >= ", " == ", " != ", " if ", " and ", " or ")
 
@@ -193,15 +194,33 @@ def group_layout(target: str, text: str, operator: str = "=") -> GroupLayout | N
         return None  # two or more: ruff keeps the parentheses; none: a call, the forms below
     if operators == 1 and not (text.startswith("(") or groups[-1][1] == len(text) - 1):
         return None
-    width = LINE_LIMIT - INDENT
-    lines, line, start = [], f"{target} {operator} ", 0
+    return _group_lines(f"{target} {operator} ", text, groups, LINE_LIMIT - INDENT)
+
+
+def chain_in_parentheses(text: str) -> GroupLayout | None:
+    """A chain of calls on a name too long for `t = x.sum(`: ruff puts it in parentheses
+    and breaks it inside its bracket groups there, `t = (` / `x.sum(` / `axis=1` /
+    `).sum(axis=0)` / `)`. The lines are relative to the parentheses' contents."""
+    groups = _bracket_groups(text)
+    top = _top_level(text)
+    if not groups or _lowest_binding_count(top) or ")." not in top or text.startswith("("):
+        return None
+    return _group_lines("", text, groups, LINE_LIMIT - 2 * INDENT)
+
+
+def _group_lines(
+    lead: str, text: str, groups: list[tuple[int, int]], width: int
+) -> GroupLayout | None:
+    """`lead + text` broken inside its bracket groups, as `group_layout` describes, on
+    lines `width` long; None where a line outside the groups is too long."""
+    lines, line, start = [], lead, 0
     outside, bodies = [], []  # the lines outside the groups, and the groups' contents
     for index, (opening, closing) in enumerate(groups):
         through = groups[index + 1][0] + 1 if index + 1 < len(groups) else len(text)
         if len(line) + through - start <= width:
             continue  # this group stays on the line
         outside.append(line + text[start : opening + 1])
-        body = _group_body(text, opening, closing)
+        body = _group_body(text, opening, closing, width)
         bodies += body
         lines += [outside[-1], *body]
         line, start = "", closing
@@ -212,12 +231,12 @@ def group_layout(target: str, text: str, operator: str = "=") -> GroupLayout | N
     return GroupLayout(lines, all(len(body) <= width for body in bodies))
 
 
-def _group_body(text: str, opening: int, closing: int) -> list[str]:
+def _group_body(text: str, opening: int, closing: int, width: int) -> list[str]:
     """The lines of a broken group's contents: on one line, or, for an operator expression
     in parentheses (not a call's arguments) too long for it, one operand a line."""
     body = text[opening + 1 : closing]
     called = opening > 0 and (text[opening - 1].isalnum() or text[opening - 1] in "_)]")
-    operands = [] if called or _fits_indented(body) else operand_lines(body)
+    operands = [] if called or INDENT + len(body) <= width else operand_lines(body)
     return [" " * INDENT + line for line in operands or [body]]
 
 
@@ -284,17 +303,40 @@ def last_resort_wrap(target: str, text: str, operator: str = "=") -> str:
     layout = group_layout(target, text, operator)
     if layout is not None and layout.bodies_fit:
         return "groups"
+    inner = chain_in_parentheses(text)
+    if inner is not None and inner.bodies_fit:
+        return "parenthesized groups"
     head = _single_call(text)
     if head is not None and text[head.end() : -1]:
         if not fits_one_line(target, text[: head.end()], operator):
             return "parenthesized call" if call_lines(text, depth=1) is not None else ""
         return "arguments" if call_lines(text) is not None else ""
-    lines = operand_lines(text)
-    if not lines:
+    if not operand_lines(text):
         return ""
     if _fits_indented(text):
         return "parens"
-    return "operands" if all(_fits_indented(line) for line in lines) else ""
+    return "operands" if operand_block(text) is not None else ""
+
+
+def operand_block(text: str, depth: int = 0) -> list[str] | None:
+    """An operator expression one operand a line, as `operand_lines` splits it, `depth`
+    steps further in than a statement's parentheses put it; an operand too long for its
+    line that is in parentheses, `/ (a * b)`, broken inside them the same way (ruff's
+    `/ (` / `a` / `* b` / `)`). None where an operand fits neither way."""
+    width = LINE_LIMIT - (depth + 2) * INDENT
+    lines: list[str] = []
+    for operand in operand_lines(text):
+        if len(operand) <= width:
+            lines.append(operand)
+            continue
+        operator, _, rest = operand.partition(" ")  # `/ (a * b)`; `(a * b)` the first
+        prefix, group = (f"{operator} ", rest) if operator in _OPERATOR_TOKENS else ("", operand)
+        whole = group.startswith("(") and _last_group(group) == 0
+        inner = operand_block(group[1:-1], depth + 1) if whole else None
+        if inner is None:
+            return None
+        lines += [f"{prefix}(", *(" " * INDENT + line for line in inner), ")"]
+    return lines
 
 
 def call_lines(text: str, depth: int = 0) -> list[str] | None:
@@ -331,6 +373,15 @@ def argument_lines(arguments: list[str], depth: int) -> list[str] | None:
             return None
         lines += [step + line for line in broken[:-1]] + [f"{step}{broken[-1]}{comma}"]
     return lines
+
+
+def del_lines(names: list[str]) -> list[str]:
+    """`del a, b` as ruff writes it: on one line, else, where it is too long, the names one
+    a line in parentheses with a trailing comma."""
+    line = f"del {', '.join(names)}"
+    if INDENT + len(line) <= LINE_LIMIT or len(names) == 1:
+        return [line]
+    return ["del (", *(f"{' ' * INDENT}{name}," for name in names), ")"]
 
 
 def string_assignment(target: str, literal: str, indent: int = 0) -> str:

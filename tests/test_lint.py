@@ -352,6 +352,17 @@ params: {w: [3]}
 nodes:
   loss: sum(w * mean(input_tensor_with_a_long_name_xxxxxxxxxxx, axis=(0, 1)))
 """,
+    # fifth review: the same with a long target, `t = (` / `x.sum(...)` / `/ (` / `a` /
+    # `* b` / `)` / `)`: an operand in parentheses broken inside them
+    "long_mean_with_a_long_target": """
+name: long_mean_with_a_long_target
+inputs: {input_tensor_with_a_long_name_xxxxxxxxx: [a, b, 3]}
+nodes:
+  mean_node_with_a_long_name_xxxxxxxxxxxx: >-
+    mean(input_tensor_with_a_long_name_xxxxxxxxx, axis=(0, 1))
+  loss: sum(mean_node_with_a_long_name_xxxxxxxxxxxx ** 2)
+wrt: [input_tensor_with_a_long_name_xxxxxxxxx]
+""",
     "long_chain_of_sums": f"""
 name: long_chain_of_sums
 params: {{{_W}: [3, 3], {_S}: [1]}}
@@ -767,4 +778,22 @@ def test_a_line_that_is_one_comparison_has_no_parentheses(tmp_path: Path) -> Non
     source = compile_text(text, "iz.yaml")
     assert re.search(r"\n    t_\w+ = t_\w+ == 0\n", source)
     (tmp_path / "iz.py").write_text(source, encoding="utf-8")
+    assert "already formatted" in _ruff(_ruff_command(), "format", "--check", cwd=tmp_path)
+
+
+def test_a_long_del_and_a_long_chain_of_sums_are_as_ruff_writes_them(tmp_path: Path) -> None:
+    """Fifth review: `del a, b` too long, and `t = x.sum(axis=1, keepdims=True).sum(axis=0)`
+    with a target so long that ruff puts the chain in parentheses and breaks it there."""
+    from symbackprop.linebreak import chain_in_parentheses, del_lines
+
+    target, chain = f"d_param_{'q' * 40}", f"t_param_{'q' * 40}_0.sum(axis=1, keepdims=True)"
+    chain += ".sum(axis=0)"
+    assert wrap_for(target, chain) == "parenthesized groups"
+    layout = chain_in_parentheses(chain)
+    assert layout is not None
+    body = [f"{target} = (", *(f"    {line}" for line in layout.lines), ")"]
+    body += del_lines([f"d_t_node_three_{'x' * 30}_4", f"d_t_node_three_{'x' * 30}_7"])
+    assert body[-1] == ")"  # the del broke, one name a line
+    source = "def f():\n" + "".join(f"    {line}\n" for line in body)
+    (tmp_path / "lines.py").write_text(source, encoding="utf-8")
     assert "already formatted" in _ruff(_ruff_command(), "format", "--check", cwd=tmp_path)
