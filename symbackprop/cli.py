@@ -123,8 +123,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _write_all(files: list[tuple[Path, str]]) -> None:
     """Write every file or none: each text goes to a temporary file beside its path, and
-    only when all are written are they renamed into place (a path that is a folder is
-    refused first, the one failure a rename could still meet). An error names the path,
+    only when all are written are they renamed into place (`writable_path` refuses a
+    folder there first, the one failure a rename could still meet). An error names the path,
     not the temporary file. Each file gets the mode a plain write would give it: the old
     file's, else the umask's (mkstemp makes it 0600, which other users could not import)."""
     files = [(writable_path(path), text) for path, text in files]
@@ -146,13 +146,14 @@ def writable_path(path: Path) -> Path:
     not replacing the link by a file. A folder there, a link loop, a link to a missing
     folder, or a file where a folder should be is refused first, named as the user wrote
     it."""
+    target = path
     if path.is_symlink():
         try:
             os.stat(path)
         except OSError as err:
             if err.errno == errno.ELOOP:  # a link to itself: `open` would fail too
                 raise OSError(err.errno, os.strerror(err.errno), str(path)) from None
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+        target = Path(os.path.realpath(path))
     if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if target is not path and not target.parent.is_dir():

@@ -81,15 +81,11 @@ class Line:
 
     @property
     def call_lines(self) -> list[str]:
-        lines = call_lines(self.text, depth=int(self.wrap == "parenthesized call"))
-        assert lines is not None, self.text
-        return lines
+        return self._laid_out(call_lines(self.text, depth=int(self.wrap == "parenthesized call")))
 
     @property
     def operands(self) -> list[str]:
-        lines = operand_block(self.text)
-        assert lines is not None, self.text
-        return lines
+        return self._laid_out(operand_block(self.text))
 
     @property
     def leading(self) -> tuple[str, str]:
@@ -97,9 +93,7 @@ class Line:
 
     @property
     def fluent_lines(self) -> list[str]:
-        chain = fluent_chain(self.text)
-        assert chain is not None, self.text
-        return chain
+        return self._laid_out(fluent_chain(self.text))
 
     @property
     def group_lines(self) -> list[str]:
@@ -108,8 +102,12 @@ class Line:
             if self.wrap == "parenthesized groups"
             else group_layout(self.target, self.text, self.operator)
         )
-        assert layout is not None, self.text
-        return layout.lines
+        return self._laid_out(layout.lines if layout is not None else None)
+
+    def _laid_out(self, lines: list[str] | None) -> list[str]:
+        """The lines of the wrap chosen for this line: it was chosen because they exist."""
+        assert lines is not None, self.text
+        return lines
 
 
 @dataclass

@@ -172,10 +172,12 @@ def to_dot(program: Program) -> str:
     return _Dot(program).text()
 
 
-def _render(binary: str, dot_text: str, path: Path) -> subprocess.CompletedProcess[str]:
-    """Render with Graphviz into a scratch directory beside `path`, then rename: a failed
-    render leaves no half-written picture."""
-    target = writable_path(path)
+def _render(
+    binary: str, dot_text: str, path: Path, target: Path
+) -> subprocess.CompletedProcess[str]:
+    """Render `path` (written to `target`, the file it names: `writable_path`) with
+    Graphviz into a scratch directory beside it, then rename: a failed render leaves no
+    half-written picture."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
         rendered = Path(scratch) / target.name
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in DOT_SUFFIXES + RENDERED_SUFFIXES:
         raise SpecError(f"cannot write {path}: give -o a .dot, .gv, .svg or .png file")
     dot_path = path if suffix in DOT_SUFFIXES else path.with_suffix(".dot")
-    writable_path(path)  # a folder there is refused before the .dot is written
+    target = writable_path(path)  # a folder there is refused before the .dot is written
     _write_atomically(dot_path, dot_text)
     print(f"wrote {dot_path}")
     if dot_path == path:
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_NO_GRAPHVIZ
-    result = _render(binary, dot_text, path)
+    result = _render(binary, dot_text, path, target)
     if result.returncode != 0:
         print(
             f"symbackprop: dot failed to render {path}:\n{result.stderr.strip()}", file=sys.stderr
