@@ -614,16 +614,22 @@ class Copy(TensorOp):
 
 
 class Masked(TensorOp):
-    """An adjoint where x > 0, else 0, even where the adjoint is inf or NaN: a relu's mask
-    on an adjoint that may be infinite where the relu's output is 0, as in sqrt(relu(x)).
-    A product, as the mask is applied elsewhere, would give 0 * inf = NaN there; PyTorch
-    gives 0."""
+    """An adjoint where x > 0, `at_zero` times it where x = 0, else 0, even where the
+    adjoint is inf or NaN: the mask of a relu (`at_zero` 0) or of maximum (1/2) on an
+    adjoint that may be infinite where x <= 0, as in sqrt(relu(x)). A product, as the
+    mask is applied elsewhere, would give 0 * inf = NaN there; PyTorch gives 0, and at a
+    tie of maximum half the adjoint."""
 
     operands = 2
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
-        adjoint, x = (printer._print(arg) for arg in self.args)
-        return f"np.where({x} > {printer.zero()}, {adjoint}, {printer.zero()})"
+        adjoint, x = (printer._print(arg) for arg in self.tensor_args)
+        zero = printer.zero()
+        (at_zero,) = self.attrs
+        if at_zero == 0:
+            return f"np.where({x} > {zero}, {adjoint}, {zero})"
+        tie = printer._print(at_zero * self.args[0])
+        return f"np.where({x} > {zero}, {adjoint}, np.where({x} < {zero}, {zero}, {tie}))"
 
 
 class BroadcastTo(TensorOp):

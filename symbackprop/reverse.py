@@ -140,14 +140,15 @@ def _elementwise_adjoints(
 def _masked(
     node: Node, d: sp.Symbol, local: sp.Expr, graph: Graph, defining: Defining
 ) -> sp.Expr | None:
-    """`d * local` as `Masked`, where `local` is a relu's mask [a > 0] times other factors,
-    and those factors or the adjoint `d` may be inf or NaN where a is 0: they divide by a,
+    """`d * local` as `Masked`, where `local` is the mask [a > 0] of a relu or a maximum
+    times other factors, and those factors or the adjoint `d` may be inf or NaN where a is
+    0: they divide by a,
     or take a root or a log of it, or of a value computed from it (sqrt(relu(x)),
     relu(x) ** w). A product would give 0 * inf = NaN there, where PyTorch gives 0.
     None where the plain product is exact. The adjoint's terms are read off its own
     expression and those of the adjoints it reads."""
     factors = sp.Mul.make_args(local)
-    masks = [factor for factor in factors if isinstance(factor, Step) and factor.args[1] == 0]
+    masks = [factor for factor in factors if isinstance(factor, Step)]
     if len(masks) != 1:
         return None
     value = masks[0].args[0]
@@ -169,7 +170,7 @@ def _masked(
     # part of its formula (sqrt(relu(x)) in one node)
     near = _downstream(value if value in graph.by_symbol else node.symbol, graph)
     if any(base.has(value) or base.free_symbols & near for base in bases):
-        return Masked(d * rest, value)
+        return Masked.make(d * rest, value, attrs=(masks[0].args[1],))
     return None
 
 

@@ -546,6 +546,9 @@ def test_the_mean_of_an_unnamed_value_computes_it_once(tmp_path: Path) -> None:
         # fifth review: the relu inside the node that takes the root, and a node between
         ("loss: sum(sqrt(relu(x)))", [0.0, 0.0, 1.0, 0.25]),
         ("h: relu(x)\n  a: 2 * h\n  loss: sum(sqrt(a))", [0, 0, 2**0.5, 2**0.5 / 4]),
+        # maximum masks the same way, and at a tie takes half the adjoint, as PyTorch does
+        ("m: maximum(x, 0)\n  loss: sum(sqrt(m))", [0.0, np.inf, 1.0, 0.25]),
+        ("loss: sum(maximum(0, x) ** w)", [0.0, np.inf, 1.0, 0.25]),
     ],
 )
 def test_a_relu_masks_an_adjoint_infinite_where_it_is_0(
@@ -553,7 +556,7 @@ def test_a_relu_masks_an_adjoint_infinite_where_it_is_0(
 ) -> None:
     """Third review: d_h * (h > 0) with d_h = 0.5 / sqrt(h) is inf * 0 = NaN where the relu
     is 0; PyTorch's relu gives 0 there. An adjoint that divides by h, or takes a root or a
-    log of it, is masked with np.where. The last one is finite at h = 0, and masked all
+    log of it, is masked with np.where. The fifth is finite at h = 0, and masked all
     the same (the check reads what is divided, not its values): still exact."""
     module = compile_module(
         f"name: m\ninputs: {{x: [4]}}\nparams: {{w: [4]}}\nnodes:\n  {nodes}\nwrt: [x]\n",
