@@ -279,3 +279,25 @@ def test_a_link_loop_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["compile", "-o", str(out), SPECS[0]]) == 1
     assert (out / "gates.py").is_symlink()
     assert "Too many levels of symbolic links" in capsys.readouterr().err
+
+
+def test_two_links_to_one_file_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The module and its test linked to one file: the test was written over the module."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "shared.py").write_bytes(OLD)
+    (out / "gates.py").symlink_to("shared.py")
+    (out / "test_gates_gradcheck.py").symlink_to("shared.py")
+    assert main(["compile", "--emit-tests", "-o", str(out), SPECS[0]]) == 1
+    assert (out / "shared.py").read_bytes() == OLD
+    assert capsys.readouterr().err == (
+        f"symbackprop: cannot write: {out / 'test_gates_gradcheck.py'}: "
+        f"the same file as {out / 'gates.py'}\n"
+    )
+    assert sorted(path.name for path in out.iterdir()) == [
+        "gates.py",
+        "shared.py",
+        "test_gates_gradcheck.py",
+    ]
