@@ -16,7 +16,8 @@ hand-written code uses for the same step (float32, one thread, timeit's best of 
 - a dtype conversion that has nothing to do: a dtype's name against a dtype object;
 - relu and its mask against a zero of the dtype, a 0-d array (`_ZERO`), rather than a Python
   0 or a scalar of the dtype;
-- the ones themselves: `np.ones` against the module's helper `_ones`, which fills.
+- the ones themselves: `np.ones` against the module's helper `_ones`, which fills;
+- an input gradient `d @ W.T` with W.T a view, as printed, against W.T copied first.
 
     python benchmarks/bench_calls.py
 """
@@ -173,6 +174,23 @@ def past_the_table() -> list[Case]:
     ]
 
 
+def input_gradient() -> list[Case]:
+    """Why the input gradient `d @ W.T` reads W.T as a view: `hand-written` here copies it
+    to C order first, which OpenBLAS multiplies by a faster kernel at small sizes (32x64 by
+    64x64 on AVX-512) but which costs a strided copy of W that grows as W does."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for batch, fan_in, fan_out in ((32, 64, 64), (32, 128, 128), (32, 256, 256), (128, 256, 256)):
+        names = {
+            "d": rng.standard_normal((batch, fan_out)).astype(DTYPE),
+            "W": rng.standard_normal((fan_in, fan_out)).astype(DTYPE),
+        }
+        step = f"input gradient {batch}x{fan_out} by {fan_out}x{fan_in}"
+        hand = "out = np.dot(d, np.ascontiguousarray(W.T))"
+        cases.append(Case(step, hand, "out = np.dot(d, W.T)", names))
+    return cases
+
+
 def seconds(statement: str, names: dict[str, Any], calls: int) -> float:
     """Best of 7 of the mean time of one call of `statement`."""
     runs = timeit.repeat(statement, globals={"np": np, **names}, number=calls, repeat=7)
@@ -210,6 +228,10 @@ def main(calls: int = CALLS) -> None:
     print("there otherwise) makes an array as large as the softmax, more memory than the")
     print("scatter's")
     print_table(headers, timed(past_the_table(), max(calls // 10, 1)))
+    print()
+    print("the input gradient d @ W.T, W.T a view (generated) or copied first (`hand-written`")
+    print("here): the copy wins only where the product is small")
+    print_table(headers, timed(input_gradient(), max(calls // 10, 1)))
 
 
 if __name__ == "__main__":
