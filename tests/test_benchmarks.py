@@ -66,3 +66,4 @@ def test_the_calls_benchmark_compares_forms_that_agree(
     calls.main(calls=1)  # a smoke run: each form once, the table printed
     out = capsys.readouterr().out
     assert "np.dot(ones, d)" in out and "table.take(y, axis=0)" in out and "_ZERO" in out
+    assert "np.dot(d, np.ascontiguousarray(W.T))" in out
