@@ -92,15 +92,19 @@ BIG_LOGITS = np.array(
 LABELS = np.array([0, 0, 2, 1])
 
 
+@pytest.mark.parametrize("copies", [1, 10])  # from 32 rows the row max is taken otherwise
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_cross_entropy_of_huge_logits(tmp_path: Path, dtype: str, reduction: str) -> None:
+def test_softmax_cross_entropy_of_huge_logits(
+    tmp_path: Path, dtype: str, reduction: str, copies: int
+) -> None:
     formula = f'softmax_cross_entropy(z, y, reduction="{reduction}")'
     inputs = "{z: [batch, 3], y: {shape: [batch], dtype: int64}}"
     module = compile_module(graph_spec(formula, inputs, "z", dtype), tmp_path)
-    value, _, grads = run(module, {}, {"z": BIG_LOGITS, "y": LABELS})
+    logits, labels = np.tile(BIG_LOGITS, (copies, 1)), np.tile(LABELS, copies)
+    value, _, grads = run(module, {}, {"z": logits, "y": labels})
     reference = torch_value_and_grad(
-        lambda z: F.cross_entropy(z, torch.tensor(LABELS), reduction=reduction), BIG_LOGITS
+        lambda z: F.cross_entropy(z, torch.tensor(labels), reduction=reduction), logits
     )
     assert_matches(value, grads["z"], reference, dtype)
 
