@@ -12,7 +12,8 @@ hand-written code uses for the same step (float32, one thread, timeit's best of 
 - cross-entropy's loss: the log-probabilities at the labels picked by indexing and summed,
   against one dot product with their one-hot rows from that table (while they are small);
 - log_softmax's row sums: `.sum(axis=1, keepdims=True)` against a product with a column
-  of ones (a module constant);
+  of ones (a module constant); and its row max, `.max(axis=1, keepdims=True)` against the
+  max over axis 0 of the rows copied to columns;
 - a dtype conversion that has nothing to do: a dtype's name against a dtype object;
 - relu and its mask against a zero of the dtype, a 0-d array (`_ZERO`), rather than a Python
   0 or a scalar of the dtype;
@@ -100,6 +101,11 @@ def cases() -> list[Case]:
         step = f"log_softmax's row sums, {batch}x{classes}"
         hand = "out = exps.sum(axis=1, keepdims=True)"
         result.append(Case(step, hand, "out = np.dot(exps, column)", names))
+    for batch, classes in ((32, 3), (128, 10), (1024, 10)):
+        names = {"logits": rng.standard_normal((batch, classes)).astype(DTYPE)}
+        step = f"log_softmax's row max, {batch}x{classes}"
+        hand = "out = logits.max(axis=1, keepdims=True)"
+        result.append(Case(step, hand, "out = logits.T.copy().max(axis=0)[:, None]", names))
     names = {"x": rng.standard_normal((32, 8)).astype(DTYPE), "_DTYPE": np.dtype(DTYPE)}
     step = "an array of the dtype already, 32x8"
     result.append(
