@@ -322,6 +322,7 @@ class Builder:
             for node in self.spec.nodes
         }
         ordered = _topological(self.spec.nodes, parsed)
+        self._refuse_an_unread_layer_loss(parsed)
         self.pending = {node.name for node in self.spec.nodes}
         for spec_node in ordered:
             self._lower_node(spec_node, parsed[spec_node.name])
@@ -334,6 +335,25 @@ class Builder:
             self._wrt(),
             self._predict(),
         )
+
+    def _refuse_an_unread_layer_loss(self, parsed: dict[str, fm.Term]) -> None:
+        """A layer-form loss beside nodes and an output that never read it was dropped
+        silently, while its target was still an argument of the module."""
+        loss, output = self.spec.layer_loss, self.spec.output
+        reached: set[str] = set()
+        pending = [output]
+        while pending:
+            name = pending.pop()
+            if name not in reached and name in parsed:
+                reached.add(name)
+                pending += _references(parsed[name])
+        if loss is not None and loss not in reached:
+            node = next(node for node in self.spec.nodes if node.name == loss)
+            raise SpecError(
+                f"the output {output!r} does not read the layers' loss: read it in a node "
+                f"(`total: {loss} + ...`), or drop `loss`",
+                node.loc,
+            )
 
     def _check_activation(self, spec_node: NodeSpec, term: fm.Term, val: Val) -> None:
         """A layer's activation is a formula in x that keeps x's shape: `activation: 0`

@@ -49,7 +49,6 @@ RESERVED = frozenset(
         "backward",
         "predict",
         "init_params",
-        "out",
         "self",
         "float",
         "int",
@@ -133,6 +132,8 @@ class Spec:
     sha256: str
     name_loc: Loc | None = None
     predict_loc: Loc | None = None
+    # the layer form's loss where nodes and an output follow: the output must read it
+    layer_loss: str | None = None
 
 
 def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecError:
@@ -559,11 +560,13 @@ def parse_spec(text: str, file: str) -> Spec:
     output_loc = root.loc
     predict = None
     predict_loc = root.loc
+    layer_loss = None
     if "layers" in fields:
         layered = _layers(fields, inputs, root)
         params = layered.params + params
         nodes = layered.nodes
         output, predict = layered.loss, layered.last
+        layer_loss = layered.loss
         aliases: tuple[tuple[str, str], ...] = (("out", layered.last),)
     else:
         for key in ("input", "loss"):
@@ -592,6 +595,13 @@ def parse_spec(text: str, file: str) -> Spec:
         if not isinstance(predict, str):
             raise _fail("predict must name a node", fields["predict"])
     _check_unique(inputs, params, nodes)
+    if "layers" in fields:
+        for item in (*inputs, *params, *nodes):
+            if item.name == "out":
+                raise SpecError(
+                    "'out' is the last layer's output in the layer form: choose another name",
+                    item.loc,
+                )
     wrt, wrt_loc = _wrt(fields.get("wrt"), params, root)
     return Spec(
         name=name,
@@ -607,6 +617,7 @@ def parse_spec(text: str, file: str) -> Spec:
         file_name=Path(file).name,
         name_loc=fields["name"].loc,
         predict_loc=predict_loc,
+        layer_loss=layer_loss if "output" in fields else None,
         sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
     )
 

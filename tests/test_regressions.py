@@ -695,3 +695,52 @@ def test_specs_the_equal_op_and_constant_checks_broke(nodes: str, wrt: str) -> N
     text = f"name: e\ninputs: {{x: [3, 3]}}\nnodes:\n{nodes}wrt: {wrt}\n"
     report = check_spec(parse_spec(text, "e.yaml"), seed=0)
     assert max(result.error for result in report.results) <= DEFAULT_TOLERANCE, report
+
+
+def test_out_is_a_name_in_the_graph_form(tmp_path: Path) -> None:
+    """Sixth review: a node or an input named `out` was refused as reserved, though only the
+    layer form gives `out` a meaning (the last layer's output)."""
+    x = np.array([1.0, 2.0, 3.0])
+    softmax = np.exp(x) / np.exp(x).sum()
+    for name, inputs, nodes in (
+        ("o1", "{out: [3]}", "h: log_softmax(out * w)\n  loss: 2 * sum(h)"),
+        ("o2", "{x: [3]}", "h: log_softmax(x * w)\n  out: 2 * sum(h)"),
+    ):
+        module = compile_module(
+            f"name: {name}\ninputs: {inputs}\nparams: {{w: [3]}}\nnodes:\n  {nodes}\nwrt: [w]\n",
+            tmp_path,
+        )
+        assert module.SPEC_NAME == name
+        loss, grads = module.value_and_grad({"w": np.ones(3)}, x)
+        assert np.isclose(loss, 2 * np.sum(x - np.log(np.sum(np.exp(x)))))
+        np.testing.assert_allclose(grads["w"], 2 * x * (1 - 3 * softmax))
+
+
+@pytest.mark.parametrize("where", ["node", "param"])
+def test_out_is_refused_as_a_name_in_the_layer_form(where: str) -> None:
+    named = "nodes:\n  out: sum(h1)\noutput: out\n" if where == "node" else "params: {out: [2]}\n"
+    text = (
+        "name: o\ninputs: {x: [n, 3], y: [n, 2]}\nlayers:\n  - {dense: 2}\n"
+        + ("loss: {mse: y}\n" if where == "param" else "")
+        + named
+    )
+    with pytest.raises(SpecError, match="'out' is the last layer's output in the layer form"):
+        compile_text(text, "o.yaml")
+
+
+def test_a_layer_loss_the_output_does_not_read_is_refused(tmp_path: Path) -> None:
+    """Sixth review: `loss: {mse: y}` beside nodes and an output that never read it was
+    dropped silently, and y was still an argument. An output that reads it works."""
+    layers = "name: {name}\ninputs: {{x: [n, 3], y: [n, 2]}}\nlayers: [{{dense: 2}}]\n"
+    layers += "loss: {{mse: y}}\nnodes:\n  l2: sum(W1 ** 2)\n"
+    with pytest.raises(SpecError, match=r":4:13: the output 'l2' does not read the layers' loss"):
+        compile_text(layers.format(name="unread") + "output: l2\n", "unread.yaml")
+    module = compile_module(
+        layers.format(name="read") + "  total: loss + 0.5 * l2\noutput: total\n", tmp_path
+    )
+    params = module.init_params()
+    x, y = np.ones((4, 3)), np.zeros((4, 2))
+    loss, grads = module.value_and_grad(params, x, y)
+    s = x @ params["W1"] + params["b1"]
+    assert np.isclose(loss, np.mean(s**2) + 0.5 * np.sum(params["W1"] ** 2))
+    np.testing.assert_allclose(grads["W1"], x.T @ (2 * s / s.size) + params["W1"])
