@@ -99,6 +99,8 @@ class _NodeLowering:
             return Val(_CONSTANTS[name], TensorType((), "const"))
         if name in self.builder.pending:
             raise self.fail(f"{name!r} is used before it is computed", term.loc)
+        if name in ("True", "False"):
+            raise self.fail(f"the constant {name} is not a number", term.loc)
         raise self.fail(f"unknown name {name!r}", term.loc)
 
     def _lower_Neg(self, term: fm.Neg) -> Val:
@@ -157,6 +159,8 @@ class _NodeLowering:
             return tuple(item.value for item in term.items)  # type: ignore[union-attr]
         if isinstance(term, fm.Ref) and term.name == "None":
             return None
+        if isinstance(term, fm.Ref) and term.name in ("True", "False"):
+            raise self.fail(f"{what} cannot be {term.name}", term.loc)
         raise self.fail(f"{what} must be a constant", term.loc)
 
     def _check_float(self, vals: list[Val], what: str, loc: Loc) -> str:

@@ -147,9 +147,10 @@ class _Reader:
 
     def _read_Constant(self, node: ast.Constant, depth: int) -> Term:
         value = node.value
-        if value is None:
-            return Ref("None", self.loc(node))  # only meaningful as `axis=None`
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if value is None or isinstance(value, bool):
+            # None only means something as `axis=None`; a keyword's name is checked first
+            return Ref(str(value), self.loc(node))
+        if not isinstance(value, (int, float)):
             if isinstance(value, str):
                 return Text(value, self.loc(node))
             raise self.fail(f"the constant {value!r} is not a number", node)

@@ -744,3 +744,21 @@ def test_a_layer_loss_the_output_does_not_read_is_refused(tmp_path: Path) -> Non
     s = x @ params["W1"] + params["b1"]
     assert np.isclose(loss, np.mean(s**2) + 0.5 * np.sum(params["W1"] ** 2))
     np.testing.assert_allclose(grads["W1"], x.T @ (2 * s / s.size) + params["W1"])
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        ("sum(x, keepdims=True)", "4:6: node 'y': sum has no argument 'keepdims' (known: axis)"),
+        ("sum(x, axis=True)", "4:18: node 'y': axis cannot be True"),
+        ("mse(x, x, reduction=False)", "4:26: node 'y': reduction cannot be False"),
+        ("sum(x) + True", "4:15: node 'y': the constant True is not a number"),
+    ],
+)
+def test_a_boolean_is_named_after_the_keyword_it_is_given_to(formula: str, message: str) -> None:
+    """Sixth review: `sum(x, keepdims=True)` said `the constant True is not a number`, where
+    `keepdims=1` said that sum has no argument keepdims."""
+    text = f"name: a\ninputs: {{x: [3]}}\nnodes:\n  y: {formula}\nwrt: [x]\n"
+    with pytest.raises(SpecError) as caught:
+        compile_text(text, "a.yaml")
+    assert str(caught.value) == f"a.yaml:{message}"
