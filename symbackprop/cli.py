@@ -62,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         help="compare a spec's gradients with finite differences",
         description="Compile SPEC in memory, evaluate its gradients at a random point and compare "
         "them with central finite differences (in float64; a float32 spec's gradients are also "
-        "compared with float64's). Prints the worst relative error per gradient; exit 1 past "
-        "tolerance.",
+        "compared with float64's). Prints the worst relative error per gradient, less what "
+        "the rounding measured at that point can explain (so a right gradient mostly shows "
+        "0.00e+00); exit 1 past tolerance.",
     )
     check_cmd.add_argument("spec", metavar="SPEC", help="a spec file (YAML or JSON)")
     check_cmd.add_argument("--seed", type=int, default=0, help="the random point (default: 0)")
