@@ -84,3 +84,44 @@ def test_every_backward_temporary_has_a_comment(example: str) -> None:
     for index, line in enumerate(lines):
         if re.match(r"    t_\w+ = ", line) and "= cache[" not in line:
             assert lines[index - 1].startswith("    # "), (example, line)
+
+
+EQUAL_ADJOINTS = """
+name: equal
+inputs: {u: [3], v: [3], w: [3], x: [3]}
+params:
+  b: {shape: [3], init: zeros}
+nodes:
+  p: tanh(u)
+  q: sin(v)
+  total: sum(w * p) + sum(w * q) + sum(x + b)
+output: total
+wrt: [u, v, b]
+"""
+PLAIN_STEP = """
+name: plain
+inputs: {x: [3, 2]}
+params: {b: [3, 2], w: [3, 2]}
+nodes:
+  total: sum(x + b) + sum(w * x)
+"""
+
+
+def test_a_chain_step_names_the_value_it_goes_through() -> None:
+    """Sixth review: CSE makes the equal adjoints of t_total_0, t_total_1 and t_total_2 one
+    array, and the comments said `dL/dp = dL/dt_total_2 * dt_total_0/dp`: a step through a
+    value p does not feed. The step keeps its value, the array read is written out after
+    it, and the array's own line says whose adjoint it is too."""
+    comments = []
+    for text, file in ((EQUAL_ADJOINTS, "equal.yaml"), (PLAIN_STEP, "plain.yaml")):
+        lines = _backward(compile_text(text, file))
+        comments += [line.strip() for line in lines if line.strip().startswith("#")]
+    steps = [re.findall(r"dL/d(\w+) \* d(\w+)/d", comment) for comment in comments]
+    assert all(through == to for found in steps for through, to in found)
+    assert [step for step in steps if step]  # the check read some
+    text = "\n".join(comments)
+    assert "# dL/dp = dL/dt_total_0 * dt_total_0/dp = dL/dt_total_2 * w" in text
+    assert "# dL/dq = dL/dt_total_1 * dt_total_1/dq = dL/dt_total_2 * w" in text
+    assert "shape (also dL/dt_total_1,\n#     dL/dt_total_0)" in text
+    # a step of derivative 1 names its value, then the array
+    assert "# dL/db = dL/dt_total_0 = dL/dt_total_1" in text

@@ -42,11 +42,19 @@ def symbol_uses(exprs: Iterable[sp.Expr]) -> Counter[sp.Symbol]:
     return uses
 
 
-def copy_propagation(statements: list[Statement], keep: set[sp.Symbol]) -> list[Statement]:
+def copy_propagation(
+    statements: list[Statement], keep: set[sp.Symbol], equal_adjoints: bool = False
+) -> list[Statement]:
     """`d_t = d_s` lines vanish when `t` is a value the spec did not name: later lines read
     `d_s` directly. The adjoint of a named value keeps its line (a rebinding, no copy), so
     the reader finds `d_<name>` for every name of the spec, and swapping a layer's
-    activation for `identity` changes that layer's lines and no others."""
+    activation for `identity` changes that layer's lines and no others.
+
+    Comments then speak of dL/ds for dL/dt, but for a chain rule's step through t itself
+    (`dL/dt * dt/dx`). After CSE (`equal_adjoints`), a copy is of the equal adjoints of two
+    values, and every chain step keeps naming t, the value the path goes through; the
+    written-out form names s, the array read. Where a comment keeps dL/dt, the line of
+    `d_s` says that it is dL/dt too."""
     renames: dict[sp.Symbol, sp.Expr] = {}
     note_renames: dict[str, str] = {}
     result = []
@@ -57,20 +65,55 @@ def copy_propagation(statements: list[Statement], keep: set[sp.Symbol]) -> list[
             if expr.name.startswith("d_"):
                 note_renames[statement.target.name[2:]] = expr.name[2:]
             continue
-        note = _rename_in_note(statement.note, note_renames)
+        note = _rename_in_note(statement.note, note_renames, equal_adjoints)
         result.append(
             Statement(
                 statement.target, expr, statement.owner, statement.phase, note, statement.anonymous
             )
         )
-    return result
+    also: dict[str, list[str]] = {}  # the copies a kept comment still names
+    for copy, source in note_renames.items():
+        named = re.compile(rf"dL/d{re.escape(copy)}(?!\w)")
+        if any(named.search(statement.note) for statement in result):
+            also.setdefault(source, []).append(copy)
+    return [
+        dataclasses.replace(statement, note=_also_in_note(statement.note, also[name]))
+        if statement.note and (name := statement.target.name[2:]) in also
+        else statement
+        for statement in result
+    ]
 
 
-def _rename_in_note(note: str, renames: dict[str, str]) -> str:
-    """Notes speak of dL/d<value>; after a copy is dropped they speak of its source."""
+def _rename_in_note(note: str, renames: dict[str, str], keep_chain: bool) -> str:
+    """`note`, `dL/dx = <chain> = <written out>` (or `+=`), with dL/d<copy> renamed
+    dL/d<source>: but for a step through the copy (`dL/dt * dt/dx`), and with `keep_chain`
+    only in the written-out form (after the chain alone, `dL/db = dL/dt = dL/ds`)."""
     if not renames or "dL/d" not in note:
         return note
-    return re.sub(r"dL/d(\w+)", lambda m: "dL/d" + renames.get(m.group(1), m.group(1)), note)
+
+    def renamed(text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in renames or text.startswith(f" * d{name}/d", match.end()):
+                return match.group(0)
+            return "dL/d" + renames[name]
+
+        return re.sub(r"dL/d(\w+)", one, text)
+
+    head, operator, rest = note.partition(" += " if " += " in note else " = ")
+    if not keep_chain or not operator:
+        return renamed(note)
+    chain, equals, written = rest.partition(" = ")
+    if equals:
+        return f"{head}{operator}{chain} = {renamed(written)}"
+    source = renamed(chain)
+    return note if source == chain else f"{note} = {source}"
+
+
+def _also_in_note(note: str, copies: list[str]) -> str:
+    """The note of an adjoint whose copies were dropped: it is their adjoint too."""
+    names = ", ".join(f"dL/d{copy}" for copy in copies)
+    return f"{note} (also {names})"
 
 
 def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
