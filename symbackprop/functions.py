@@ -21,13 +21,23 @@ from sympy.printing.precedence import PRECEDENCE
 
 
 class Elementwise(sp.Function):
-    """Base of our elementwise functions: real-valued, never auto-evaluated, but numerically
-    evaluable (`numeric`), so that a constant such as `step(0)` folds to a number."""
+    """Base of our elementwise functions: real-valued, numerically evaluable (`numeric`),
+    and auto-evaluated only where every argument is a real number, then exactly (`exact`):
+    `relu(-1)` is 0 as the formula is built, so a term it multiplies cancels there, as one
+    `sin(0)` multiplies does. A constant that were 0 only once the code folds its numbers
+    would leave an op of the number 0 (`0.sum(axis=0)`), or divide by it."""
 
     is_real = True
 
     @classmethod
     def eval(cls, *args: sp.Expr) -> sp.Expr | None:
+        if all(arg.is_number and arg.is_comparable for arg in args):
+            return cls.exact(*args)
+        return None
+
+    @staticmethod
+    def exact(*args: sp.Expr) -> sp.Expr | None:
+        """The value at these real numbers as a SymPy expression, or None to keep the call."""
         return None
 
     @staticmethod
@@ -48,6 +58,10 @@ class Step(Elementwise):
     nargs = 2
 
     @staticmethod
+    def exact(x: sp.Expr, at_zero: sp.Expr) -> sp.Expr | None:
+        return _by_sign(x, sp.S.One, at_zero, sp.S.Zero)
+
+    @staticmethod
     def numeric(x: float, at_zero: float) -> float:
         return 1.0 if x > 0 else (at_zero if x == 0 else 0.0)
 
@@ -57,6 +71,10 @@ class Step(Elementwise):
 
 class Sigmoid(Elementwise):
     nargs = 1
+
+    @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr:
+        return 1 / (1 + sp.exp(-x))
 
     @staticmethod
     def numeric(x: float) -> float:
@@ -70,6 +88,10 @@ class Relu(Elementwise):
     nargs = 1
 
     @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr | None:
+        return _by_sign(x, x, sp.S.Zero, sp.S.Zero)
+
+    @staticmethod
     def numeric(x: float) -> float:
         return max(x, 0.0)
 
@@ -81,6 +103,10 @@ class LeakyRelu(Elementwise):
     """max(x, slope * x) for 0 <= slope < 1; the slope is a constant."""
 
     nargs = 2
+
+    @staticmethod
+    def exact(x: sp.Expr, slope: sp.Expr) -> sp.Expr | None:
+        return _by_sign(x, x, sp.S.Zero, slope * x)
 
     @staticmethod
     def numeric(x: float, slope: float) -> float:
@@ -97,6 +123,10 @@ class Softplus(Elementwise):
     nargs = 1
 
     @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr:
+        return sp.log(1 + sp.exp(x))
+
+    @staticmethod
     def numeric(x: float) -> float:
         return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
@@ -109,6 +139,10 @@ class Expm1(Elementwise):
     """exp(x) - 1, exact near 0 where `exp(x) - 1` cancels (NumPy's expm1)."""
 
     nargs = 1
+
+    @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr:
+        return sp.exp(x) - 1
 
     @staticmethod
     def numeric(x: float) -> float:
@@ -197,7 +231,7 @@ def finite_real(expr: sp.Expr) -> bool:
         # a constant expression (`exp(1000)`), unless it is an op (a node `c: 0.5` is
         # filled out to its shape) whose numbers were checked above
         return not expr.is_number or math.isfinite(float(sp.N(expr)))
-    except OverflowError:
+    except (OverflowError, ZeroDivisionError):  # mpmath divides by a constant that is 0
         return False
     except TypeError:
         return True
@@ -233,6 +267,10 @@ class Log1p(Elementwise):
     nargs = 1
 
     @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr | None:
+        return sp.log(1 + x) if (1 + x).is_positive else None
+
+    @staticmethod
     def numeric(x: float) -> float:
         return math.log1p(x)
 
@@ -242,6 +280,10 @@ class Log1p(Elementwise):
 
 class Sqrt(Elementwise):
     nargs = 1
+
+    @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr | None:
+        return sp.sqrt(x) if x.is_nonnegative else None
 
     @staticmethod
     def numeric(x: float) -> float:
@@ -257,6 +299,10 @@ class Maximum(Elementwise):
     nargs = 2
 
     @staticmethod
+    def exact(a: sp.Expr, b: sp.Expr) -> sp.Expr | None:
+        return _by_sign(a - b, a, a, b)
+
+    @staticmethod
     def numeric(a: float, b: float) -> float:
         return max(a, b)
 
@@ -269,12 +315,27 @@ class Minimum(Elementwise):
     nargs = 2
 
     @staticmethod
+    def exact(a: sp.Expr, b: sp.Expr) -> sp.Expr | None:
+        return _by_sign(a - b, b, a, a)
+
+    @staticmethod
     def numeric(a: float, b: float) -> float:
         return min(a, b)
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         a, b = self.args
         return Step(b - a, sp.S.Half) if argindex == 1 else Step(a - b, sp.S.Half)
+
+
+def _by_sign(x: sp.Expr, positive: sp.Expr, zero: sp.Expr, negative: sp.Expr) -> sp.Expr | None:
+    """One of three values by the sign of the real number x; None where SymPy cannot tell."""
+    if x.is_positive:
+        return positive
+    if x.is_zero:
+        return zero
+    if x.is_negative:
+        return negative
+    return None
 
 
 @dataclass(frozen=True)

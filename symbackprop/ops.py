@@ -70,6 +70,8 @@ class TensorOp(sp.Function):
     keywords: ClassVar[dict[str, Any]] = {}
     precedence: ClassVar[int] = PRECEDENCE["Atom"]
     helpers: ClassVar[tuple[str, ...]] = ()
+    # linear in each operand: the op of a 0 is 0 (`passes.fold_numbers` folds it)
+    zero_of_zero: ClassVar[bool] = False
 
     @classmethod
     def eval(cls, *args: sp.Basic) -> None:
@@ -144,6 +146,8 @@ class MatrixProduct(TensorOp):
     64 x 128). An optional attr carries that size, where the adjoint rule knows it.
     """
 
+    zero_of_zero = True
+
     operands = 2
 
     @classmethod
@@ -203,6 +207,8 @@ def _product(a: sp.Expr, b: sp.Expr, shape: Shape) -> sp.Expr:
 
 
 class Transposed(TensorOp):
+    zero_of_zero = True
+
     language_name = "transpose"
 
     @classmethod
@@ -223,6 +229,8 @@ class Transposed(TensorOp):
 
 class Outer(TensorOp):
     """The outer product of two vectors (backward passes of vector @ matrix)."""
+
+    zero_of_zero = True
 
     operands = 2
 
@@ -294,6 +302,8 @@ class Reduction(TensorOp):
 
 
 class ReduceSum(Reduction):
+    zero_of_zero = True
+
     language_name = "sum"
     method_name = "sum"
 
@@ -305,6 +315,8 @@ class ReduceSum(Reduction):
 
 class ReduceMean(Reduction):
     """Printed as sum / count: np.mean is a Python-level wrapper, several times slower."""
+
+    zero_of_zero = True
 
     language_name = "mean"
     method_name = "sum"
@@ -609,6 +621,8 @@ class Copy(TensorOp):
     """A fresh, writable array: for a gradient that would be a read-only broadcast view or
     the same array as another gradient (users update gradients in place)."""
 
+    zero_of_zero = True
+
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.call("np.array", self.args)
 
@@ -619,6 +633,8 @@ class Masked(TensorOp):
     adjoint that may be infinite where x <= 0, as in sqrt(relu(x)). A product, as the
     mask is applied elsewhere, would give 0 * inf = NaN there; PyTorch gives 0, and at a
     tie of maximum half the adjoint."""
+
+    zero_of_zero = True
 
     operands = 2
 
@@ -633,6 +649,8 @@ class Masked(TensorOp):
 
 
 class BroadcastTo(TensorOp):
+    zero_of_zero = True
+
     operands = 2
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
@@ -640,12 +658,16 @@ class BroadcastTo(TensorOp):
 
 
 class ExpandDims(TensorOp):
+    zero_of_zero = True
+
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.call("np.expand_dims", self.args[:1], {"axis": self.attrs[0]})
 
 
 class SumTo(TensorOp):
     """An adjoint summed over the axes its operand was broadcast along (leading, then kept)."""
+
+    zero_of_zero = True
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         lead, kept = self.attrs
@@ -693,6 +715,8 @@ class BatchSum(TensorOp):
     gradient of a batch. One BLAS call, 2-3x faster than `d.sum(axis=0)` (0.5 against
     1.3 us for 32 x 64, 1.6 against 4.3 us for 128 x 256), once the ones are made (0.8 us);
     so only where several sums share them (`passes.batch_sums` undoes the rest)."""
+
+    zero_of_zero = True
 
     operands = 2
 

@@ -10,10 +10,10 @@ import pytest
 import sympy as sp
 
 from symbackprop.build import build_program
-from symbackprop.compiler import compile_text
+from symbackprop.compiler import _refuse_infinite_constants, compile_text
 from symbackprop.errors import SpecError
 from symbackprop.gradcheck import DEFAULT_TOLERANCE, check_spec
-from symbackprop.ir import symbol
+from symbackprop.ir import Statement, symbol
 from symbackprop.ops import Count
 from symbackprop.reverse import reverse_mode
 from symbackprop.spec import parse_spec
@@ -661,11 +661,18 @@ def test_a_value_sympy_cannot_prove_real_compiles(tmp_path: Path) -> None:
 
 
 def test_a_constant_folded_past_float64_is_a_spec_error() -> None:
-    """Fourth review: (w + w) ** maximum(1, 2000) folds to 2**2000.0 * w**2000.0 after the
-    build's checks; it was printed `inf`, a NameError at run time."""
+    """Fourth review: (w + w) ** maximum(1, 2000) folded to 2**2000.0 * w**2000.0 after the
+    build's checks; it was printed `inf`, a NameError at run time. maximum(1, 2000) is 2000
+    as the formula is built now, and the build refuses 2**2000; the check after folding
+    stays for a constant only the folding makes."""
     text = "name: b\nparams: {w: [3]}\nnodes:\n  loss: sum((w + w) ** maximum(1, 2000))\n"
-    with pytest.raises(SpecError, match="past float64's range once SymPy folds it") as raised:
+    with pytest.raises(SpecError, match="not a finite real number") as raised:
         compile_text(text, "b.yaml")
+    assert raised.value.node == "loss" and raised.value.loc is not None
+    program = build_program(parse_spec(text.replace("1, 2000", "1, 2"), "b.yaml"))
+    folded = Statement(symbol("t"), sp.Float("1e400") * symbol("w"), "loss", "forward")
+    with pytest.raises(SpecError, match="past float64's range once SymPy folds it") as raised:
+        _refuse_infinite_constants([folded], program)
     assert raised.value.node == "loss" and raised.value.loc is not None
 
 
@@ -762,3 +769,38 @@ def test_a_boolean_is_named_after_the_keyword_it_is_given_to(formula: str, messa
     with pytest.raises(SpecError) as caught:
         compile_text(text, "a.yaml")
     assert str(caught.value) == f"a.yaml:{message}"
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "sum(a + s * maximum(0, -1))",
+        "sum(a + s * relu(-1))",
+        "sum(a + minimum(2, 0) * mean(a))",
+        "sum(a + s * sqrt(0)) + s * (2 * sigmoid(0) - 1)",
+        "sum(a + s * exp(-1000))",  # 0 only as a float
+        "sum((a + s) * exp(-1000)) + sum(a)",
+    ],
+)
+def test_a_constant_that_is_0_cancels_its_term(formula: str, tmp_path: Path) -> None:
+    """Sixth review: relu(-1), maximum(0, -1) or exp(-1000) were 0 only once the code
+    folded its numbers, and left `d_s = 0.sum(axis=(0, 1))`: a module that did not parse.
+    They are 0 as the formula is built (exactly), or their ops fold to 0 with them."""
+    module = compile_module(
+        f"name: z\ninputs: {{a: [3, 4], s: []}}\nnodes:\n  c: {formula}\nwrt: [a, s]\n", tmp_path
+    )
+    loss, grads = module.value_and_grad({}, np.ones((3, 4)), 2.0)
+    assert loss == 12.0
+    np.testing.assert_array_equal(grads["a"], np.ones((3, 4)))
+    assert grads["s"].shape == () and grads["s"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "formula", ["sum(a * 2 / log(relu(1)))", "sum(a / relu(0))", "sum(a / maximum(0, -2))"]
+)
+def test_a_division_by_a_constant_0_is_a_spec_error(formula: str) -> None:
+    """Sixth review: `a * 2 / log(relu(1))` crashed the compiler with SymPy's
+    ZeroDivisionError, and `a / relu(0)` said a constant was past float64's range."""
+    text = f"name: z\ninputs: {{a: [3, 4]}}\nnodes:\n  c: {formula}\nwrt: [a]\n"
+    with pytest.raises(SpecError, match="/ of these constants is not a finite real number"):
+        compile_text(text, "z.yaml")

@@ -244,8 +244,22 @@ def _shares_its_array(expr: sp.Expr, fresh: set[sp.Symbol], uses: Counter[sp.Sym
 
 def fold_numbers(statements: list[Statement]) -> list[Statement]:
     """Exact constants (`log(2)`, `sqrt(2)`, `2*pi`) become Python floats: NumPy would make
-    `np.log(2)` a float64 that upcasts float32 arrays, and CSE would cache it."""
-    return [_with_expr(s, s.expr.replace(_foldable, _as_float)) for s in statements]
+    `np.log(2)` a float64 that upcasts float32 arrays, and CSE would cache it. A constant
+    that is 0 only as a float (`exp(-1000)`) can leave an op of 0, which is 0 itself where
+    the op is linear (`0.sum(axis=0)` would not even parse); an adjoint that is then 0 is
+    filled out to its shape (`cancelled_adjoints`)."""
+    return [
+        _with_expr(s, s.expr.replace(_foldable, _as_float).replace(_op_of_zero, _zero))
+        for s in statements
+    ]
+
+
+def _op_of_zero(expr: sp.Basic) -> bool:
+    return isinstance(expr, TensorOp) and expr.zero_of_zero and 0 in expr.tensor_args
+
+
+def _zero(expr: sp.Basic) -> sp.Integer:
+    return sp.S.Zero
 
 
 def _foldable(expr: sp.Basic) -> bool:
