@@ -140,14 +140,20 @@ def generated_frames(error: BaseException, spec: Spec) -> list[str]:
     """Where in the generated code `error` was raised, as `symbackprop compile` would
     write the module (the same lines): `mlp.py:212 in backward: <line>`, and which of
     the check's two compiles it was, when the spec is not float64 itself."""
+    frames = [
+        (frame.filename, frame.lineno, f" in {frame.name}: {frame.line}")
+        for frame in traceback.extract_tb(error.__traceback__)
+    ]
+    if isinstance(error, SyntaxError) and error.filename:  # the module did not even parse
+        frames.append((error.filename, error.lineno, f": {(error.text or '').strip()}"))
     shown = []
-    for frame in traceback.extract_tb(error.__traceback__):
-        path = Path(frame.filename)
+    for filename, line, what in frames:
+        path = Path(filename)
         if not _is_checked_source(path):
             continue
         variant = path.stem.endswith(_FLOAT64) and spec.dtype != "float64"
-        where = f"{spec.name}.py:{frame.lineno}" + (" (compiled in float64)" if variant else "")
-        shown.append(f"{where} in {frame.name}: {frame.line}")
+        where = f"{spec.name}.py:{line}" + (" (compiled in float64)" if variant else "")
+        shown.append(f"{where}{what}")
     return shown
 
 

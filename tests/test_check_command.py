@@ -231,6 +231,19 @@ def test_generated_code_that_raises_is_reported_not_dumped(
     )
 
 
+def test_generated_code_that_does_not_parse_is_reported_not_dumped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sixth review: a module that did not parse (`d_s = 0.sum(axis=(0, 1))`) made `check`
+    end in the SyntaxError's traceback. It is reported as a bug of ours, at its line."""
+    break_float64_seed(monkeypatch, "    d_loss = 0.sum(axis=(0, 1))\n")
+    code, output = run_check(capsys, str(EXAMPLES / "swish_regression.yaml"))
+    assert code == 1
+    assert "swish_regression.yaml: the generated code raised\n  SyntaxError: " in output
+    assert re.search(r"  at swish_regression\.py:\d+: d_loss = 0\.sum\(axis=\(0, 1\)\)\n", output)
+    assert "bug in symbackprop" in output and "Traceback" not in output
+
+
 def test_a_float32_specs_error_says_it_was_the_float64_compile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
