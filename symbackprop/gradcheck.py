@@ -75,7 +75,8 @@ class Plan:
 def plan_inputs(spec: Spec, max_elements: int | None = MAX_ELEMENTS) -> Plan:
     """Sizes for named dims and label ranges. Labels index the last axis of the logits
     they feed, so the class count is read off each NegLogLikelihood op of the graph.
-    A tensor with more than `max_elements` elements at these sizes is a SpecError."""
+    An input, param or value with more than `max_elements` elements at these sizes is a
+    SpecError."""
     from .build import build_program
     from .ops import NegLogLikelihood
 
@@ -100,6 +101,11 @@ def plan_inputs(spec: Spec, max_elements: int | None = MAX_ELEMENTS) -> Plan:
         inputs.append(InputPlan(item.name, shape, item.dtype, label_count))
     for param in spec.params:
         _check_size(math.prod(param.shape), max_elements, f"param {param.name}", param.loc)
+    for node in graph.nodes:  # small inputs can make a large value: x @ y of [n, 1], [1, n]
+        if node.kind == "op":
+            shape = [dims[dim] if isinstance(dim, str) else dim for dim in node.type.shape]
+            where = node.loc or spec.output_loc
+            _check_size(math.prod(shape), max_elements, f"a value of node {node.owner}", where)
     return Plan(dims, tuple(inputs))
 
 

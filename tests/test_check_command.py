@@ -366,6 +366,21 @@ def test_too_large_to_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     )
 
 
+def test_a_value_too_large_to_check_is_refused_before_it_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sixth review: inputs of 30000 elements whose product has 9e8 took 14 GB and were
+    killed with no message; only inputs and params were held to the limit."""
+    spec = "name: big\ninputs: {x: [30000, 1], y: [1, 30000]}\n"
+    spec += "nodes:\n  c: sum(exp(x @ y))\nwrt: [x]\n"
+    code, output = run_check(capsys, write_spec(tmp_path, spec))
+    assert code == 2
+    assert re.search(
+        r"spec\.yaml:4:\d+: a value of node c has 900000000 elements .* too large to check",
+        output,
+    )
+
+
 def test_kinks_do_not_fail_relu_networks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
