@@ -437,17 +437,14 @@ class Builder:
 
     def _wrt(self) -> tuple[sp.Symbol, ...]:
         result = []
-        for name in self.spec.wrt:
-            sym = self._named(name, self.spec.wrt_loc, "wrt")
+        locs = self.spec.wrt_item_locs or (self.spec.wrt_loc,) * len(self.spec.wrt)
+        for name, loc in zip(self.spec.wrt, locs, strict=True):
+            sym = self._named(name, loc, "wrt")
             node = self.graph[sym]
             if node.kind == "op":
-                raise SpecError(
-                    f"wrt names node {name!r}: list inputs or params", self.spec.wrt_loc
-                )
+                raise SpecError(f"wrt names node {name!r}: list inputs or params", loc)
             if not node.type.is_float:
-                raise SpecError(
-                    f"wrt names {name!r}, an integer input: it has no gradient", self.spec.wrt_loc
-                )
+                raise SpecError(f"wrt names {name!r}, an integer input: it has no gradient", loc)
             result.append(sym)
         return tuple(result)
 

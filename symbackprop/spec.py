@@ -134,6 +134,7 @@ class Spec:
     predict_loc: Loc | None = None
     # the layer form's loss where nodes and an output follow: the output must read it
     layer_loss: str | None = None
+    wrt_item_locs: tuple[Loc, ...] = ()  # where each name of `wrt` is
 
 
 def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecError:
@@ -602,7 +603,7 @@ def parse_spec(text: str, file: str) -> Spec:
                     "'out' is the last layer's output in the layer form: choose another name",
                     item.loc,
                 )
-    wrt, wrt_loc = _wrt(fields.get("wrt"), params, root)
+    wrt, wrt_loc, wrt_item_locs = _wrt(fields.get("wrt"), params, root)
     return Spec(
         name=name,
         dtype=dtype,
@@ -613,6 +614,7 @@ def parse_spec(text: str, file: str) -> Spec:
         output_loc=output_loc,
         wrt=wrt,
         wrt_loc=wrt_loc,
+        wrt_item_locs=wrt_item_locs,
         predict=predict,
         file_name=Path(file).name,
         name_loc=fields["name"].loc,
@@ -647,11 +649,15 @@ def _check_unique(inputs: list[InputSpec], params: list[ParamSpec], nodes: list[
                 )
 
 
-def _wrt(node: YNode | None, params: list[ParamSpec], root: YNode) -> tuple[tuple[str, ...], Loc]:
+def _wrt(
+    node: YNode | None, params: list[ParamSpec], root: YNode
+) -> tuple[tuple[str, ...], Loc, tuple[Loc, ...]]:
+    """The names in `wrt`, where the list is, and where each name is (each param's own
+    place when `wrt` is left out)."""
     if node is None:
         if not params:
             raise _fail("the spec has no params: list what to differentiate in `wrt`", root)
-        return tuple(spec.name for spec in params), root.loc
+        return tuple(spec.name for spec in params), root.loc, tuple(spec.loc for spec in params)
     items = node.value if node.is_list else [node]
     names = []
     for item in items:
@@ -662,7 +668,7 @@ def _wrt(node: YNode | None, params: list[ParamSpec], root: YNode) -> tuple[tupl
         names.append(item.value)
     if not names:
         raise _fail("wrt is empty: list what to differentiate", node)
-    return tuple(names), node.loc
+    return tuple(names), node.loc, tuple(item.loc for item in items)
 
 
 def load_spec(path: str | Path) -> Spec:

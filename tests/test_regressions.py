@@ -804,3 +804,20 @@ def test_a_division_by_a_constant_0_is_a_spec_error(formula: str) -> None:
     text = f"name: z\ninputs: {{a: [3, 4]}}\nnodes:\n  c: {formula}\nwrt: [a]\n"
     with pytest.raises(SpecError, match="/ of these constants is not a finite real number"):
         compile_text(text, "z.yaml")
+
+
+@pytest.mark.parametrize(
+    ("wrt", "message"),
+    [
+        ("wrt:\n  - a\n  - b\n  - zz\n", "8:5: wrt 'zz' is not an input, param or node"),
+        ("wrt: [a, c]\n", "5:10: wrt names node 'c': list inputs or params"),
+        ("wrt: [a, k]\n", "5:10: wrt names 'k', an integer input: it has no gradient"),
+    ],
+)
+def test_a_wrt_error_points_at_its_name(wrt: str, message: str) -> None:
+    """Sixth review: every wrt error pointed at the start of the list (6:3 for a name on
+    line 8)."""
+    text = "name: w\ninputs: {a: [], b: [], k: {shape: [], dtype: int64}}\nnodes:\n  c: a * b\n"
+    with pytest.raises(SpecError) as caught:
+        compile_text(text + wrt, "w.yaml")
+    assert str(caught.value) == f"w.yaml:{message}"
