@@ -143,6 +143,20 @@ def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecErro
 
 
 def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
+    """A name that becomes a variable of the generated code: valid, and none it uses."""
+    name = check_name(name, where, what)
+    if name in RESERVED or name.startswith(("d_", "t_")):
+        raise _fail(
+            f"{what} {name!r} is reserved (names starting with d_ or t_, and {name!r}, "
+            "are used by the generated code)",
+            where,
+        )
+    return name
+
+
+def check_name(name: object, where: YNode | Loc, what: str) -> str:
+    """A name of letters, digits and _, starting with a letter, not a Python keyword: a
+    dim's name (dims are strings in the code, `d_model` among them)."""
     if isinstance(name, bool):
         raise _fail(
             f"{what} is read as the boolean {name}: YAML 1.1 reads yes, no, on, off, true "
@@ -153,12 +167,6 @@ def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
         raise _fail(
             f"{what} {shown(name)} is not a valid name "
             "(letters, digits and _, starting with a letter)",
-            where,
-        )
-    if name in RESERVED or name.startswith(("d_", "t_")):
-        raise _fail(
-            f"{what} {name!r} is reserved (names starting with d_ or t_, and {name!r}, "
-            "are used by the generated code)",
             where,
         )
     return name
@@ -256,7 +264,7 @@ def _shape(node: YNode, what: str, symbolic: bool) -> tuple[int | str, ...]:
         elif not symbolic:
             raise _fail(f"the shape of {what} must be all ints (params are allocated)", item)
         else:
-            check_identifier(dim, item, "dim name")
+            check_name(dim, item, "dim name")
         dims.append(dim)
     if len(dims) > 8:
         raise _fail(f"{what} has more than 8 dims", node)

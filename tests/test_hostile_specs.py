@@ -146,6 +146,8 @@ CASES = [
         )
         for key in NAME_LINE
         for label, name in BAD_NAMES.items()
+        # a dim is a string in the code: `d_model`, `np`, `max` name dims well
+        if key != "dim" or not label.startswith("reserved")
     ],
     # a generated typing.py (or math.py) shadows the standard module beside it; refused
     # under every supported Python, also the names only some of them have
@@ -592,6 +594,22 @@ def test_long_and_odd_but_valid_names_compile(key: str, tmp_path: Path) -> None:
     text = named(key, "a" + "b" * 200 + "_9")
     (tmp_path / SPEC_FILE).write_text(text, encoding="utf-8")
     assert main(["compile", "-o", str(tmp_path / "out"), str(tmp_path / SPEC_FILE)]) == 0
+
+
+@pytest.mark.parametrize("dim", ["d_model", "t_len", "np", "max", "out", "seed", "ones"])
+def test_a_dim_may_have_a_name_the_code_uses(dim: str, tmp_path: Path) -> None:
+    """Sixth review: `d_model` was refused as reserved; a dim is a string in the code (in
+    INPUTS and the docstrings) and a suffix of the batch's ones, `t_ones_d_model`."""
+    text = (
+        f"name: dims\ninputs: {{x: [{dim}, 3], y: [{dim}, 2]}}\n"
+        "layers:\n  - {dense: 4, activation: relu}\n  - {dense: 2}\nloss: {mse: y}\n"
+    )
+    source = compile_text(text, "dims.yaml")
+    assert f"t_ones_{dim} = _ones(x.shape[0], _DTYPE)" in source
+    module = import_source(source, tmp_path)
+    assert module.INPUTS["x"] == ((dim, 3), "float64")
+    _, grads = module.value_and_grad(module.init_params(), np.ones((5, 3)), np.ones((5, 2)))
+    assert grads["b1"].shape == (4,)
 
 
 def test_a_long_flat_sum_compiles_and_differentiates(tmp_path: Path) -> None:
