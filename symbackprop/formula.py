@@ -252,7 +252,8 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as err:
-        column = (err.offset or 1) - 1
+        # no offset: the formula ended too soon (`a +`), so the place is just past its end
+        column = err.offset - 1 if err.offset else len(source.rstrip())
         raise SpecError(f"syntax error: {err.msg}", base.shifted(column), node_name) from None
     except (RecursionError, MemoryError, ValueError):
         raise SpecError("the formula nests too deeply or is malformed", base, node_name) from None

@@ -821,3 +821,20 @@ def test_a_wrt_error_points_at_its_name(wrt: str, message: str) -> None:
     with pytest.raises(SpecError) as caught:
         compile_text(text + wrt, "w.yaml")
     assert str(caught.value) == f"w.yaml:{message}"
+
+
+@pytest.mark.parametrize(
+    ("formula", "place"),
+    [
+        ("a * b + exp(a) +", "4:22"),
+        ("'a + b +'", "4:14"),
+        ("|\n    a +\n      a *  # more", "6:10"),
+        ("a b", "4:8"),  # Python's own place, where it has one
+    ],
+)
+def test_a_formula_that_ends_too_soon_is_placed_past_its_end(formula: str, place: str) -> None:
+    """Sixth review: `a * b + exp(a) +` was placed at its first character (4:6)."""
+    text = f"name: t\ninputs: {{a: [], b: []}}\nnodes:\n  c: {formula}\nwrt: [a]\n"
+    with pytest.raises(SpecError) as caught:
+        compile_text(text, "t.yaml")
+    assert str(caught.value) == f"t.yaml:{place}: node 'c': syntax error: invalid syntax"
