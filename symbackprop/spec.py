@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Loc, SpecError
-from .yamlsrc import YNode, key_loc, load_yaml, shown
+from .yamlsrc import YNode, key_loc, load_yaml, shown, text_place
 
 FLOAT_DTYPES = ("float64", "float32")
 INT_DTYPES = ("int64", "int32")
@@ -688,7 +688,7 @@ def load_spec(path: str | Path) -> Spec:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SpecError(
-            f"the spec is not UTF-8 text ({err.reason})", Loc(str(path), 1, 1)
-        ) from None
+        valid = raw[: err.start].decode("utf-8")  # all that comes before the bad byte
+        where = Loc(str(path), *text_place(valid, len(valid)))
+        raise SpecError(f"the spec is not UTF-8 text ({err.reason})", where) from None
     return parse_spec(text, str(path))

@@ -37,6 +37,13 @@ _STANDARD_TAGS = {
 }
 
 
+def text_place(text: str, index: int) -> tuple[int, int]:
+    """(line, col) of character `index`, lines counted at every break YAML counts (a CR
+    alone too)."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, index))
+    return len(breaks) + 1, index - (breaks[-1].end() if breaks else 0) + 1
+
+
 @dataclass(frozen=True)
 class YNode:
     """A YAML value with where it was written. `value` is a dict, a list or a scalar."""
@@ -194,10 +201,8 @@ def load_yaml(text: str, file: str) -> YNode:
     except yaml.reader.ReaderError as err:
         # a character YAML forbids (NUL, most controls): at its place, on one line, its
         # line counted at every break YAML counts (a CR alone too)
-        breaks = list(_LINE_BREAK.finditer(text, 0, err.position))
-        col = err.position - (breaks[-1].end() if breaks else 0) + 1
         code = err.character if isinstance(err.character, int) else ord(err.character)
-        where = Loc(file, len(breaks) + 1, col)
+        where = Loc(file, *text_place(text, err.position))
         raise SpecError(
             f"malformed YAML: the character U+{code:04X} is not allowed", where
         ) from None

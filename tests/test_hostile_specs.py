@@ -22,7 +22,7 @@ import pytest
 from symbackprop.cli import main
 from symbackprop.compiler import compile_text
 from symbackprop.errors import SpecError
-from symbackprop.spec import parse_spec
+from symbackprop.spec import load_spec, parse_spec
 from tests.support import EXAMPLES, ROOT, import_source
 from tests.test_cli import files_in
 
@@ -557,7 +557,18 @@ def test_a_spec_that_is_not_utf8(workspace: Path, capsys: pytest.CaptureFixture[
     before = files_in(workspace / "out")
     code = main(["compile", "-o", "out", SPEC_FILE])
     case = Case("not_utf8", "", 1, "not UTF-8")
-    assert_refused(case, code, capsys.readouterr().err, workspace, before)
+    stderr = capsys.readouterr().err
+    assert_refused(case, code, stderr, workspace, before)
+    assert f"{SPEC_FILE}:1:8: the spec is not UTF-8 text" in stderr  # at the bad byte
+
+
+def test_a_bad_byte_is_placed_where_it_is(tmp_path: Path) -> None:
+    """Sixth review: a Latin-1 byte on line 5 was reported at 1:1. Lines counted as YAML
+    counts them, a CR alone too, columns in characters."""
+    path = tmp_path / "bytes.yaml"
+    path.write_bytes(b"name: a\rinputs: {x: []}\r\nnodes:\n  c: x # \xc3\xa9 \xe9\n")
+    with pytest.raises(SpecError, match=r"bytes\.yaml:4:12: the spec is not UTF-8 text"):
+        load_spec(path)
 
 
 def test_a_missing_spec(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
