@@ -150,6 +150,12 @@ class _Converter:
         if depth > MAX_DEPTH:
             raise SpecError(f"the spec nests deeper than {MAX_DEPTH} levels", loc)
         if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:merge":
+                raise SpecError(
+                    "YAML merge keys (<<) are not supported in a spec: write the keys out "
+                    "(an alias, *name, can stand for a whole value)",
+                    loc,
+                )
             try:
                 value = self.constructor.construct_object(node, deep=True)
             except yaml.constructor.ConstructorError as err:

@@ -279,7 +279,7 @@ CASES = [
     ),
     Case("set_tag", "name: !!set {a, b}\n", 1, "YAML tag"),
     Case("custom_tag", "name: !evil bar\n", 1, "YAML tag"),
-    Case("merge_key", "base: &b {name: a}\n<<: *b\n", 2, "YAML tag"),
+    Case("merge_key", "base: &b {name: a}\n<<: *b\n", 2, "YAML merge keys (<<) are not supported"),
     Case("unclosed_bracket", "name: a\ninputs: {x: [\n", 3, "malformed YAML"),
     Case("tab_indent", "name: a\n\tinputs: {x: [3]}\n", 2, "malformed YAML"),
     Case("bad_indent", "name: a\ninputs:\n  x: [3]\n y: 2\n", 4, "malformed YAML"),
