@@ -215,7 +215,8 @@ def _compile(args: argparse.Namespace) -> int:
     # compile everything first: one bad spec leaves every existing file as it was
     outputs: list[tuple[Path, str]] = []
     specs = []
-    for spec_path in args.specs:
+    spec_paths = _distinct(args.specs)
+    for spec_path in spec_paths:
         spec = load_spec(spec_path)
         specs.append(spec)
         outputs.append((Path(args.output_dir) / f"{spec.name}.py", compile_spec(spec)))
@@ -224,7 +225,7 @@ def _compile(args: argparse.Namespace) -> int:
 
             outputs.append(gradcheck_test_file(Path(args.output_dir), spec))
     seen: dict[Path, str] = {}
-    for spec_path, spec in zip(args.specs, specs, strict=True):
+    for spec_path, spec in zip(spec_paths, specs, strict=True):
         path = Path(args.output_dir) / f"{spec.name}.py"
         if path in seen:
             raise SpecError(f"name {spec.name!r} is also the name of {seen[path]}", spec.name_loc)
@@ -245,6 +246,18 @@ def _compile(args: argparse.Namespace) -> int:
     for path, _ in changed:
         print(f"wrote {path}")
     return EXIT_OK
+
+
+def _distinct(paths: list[str]) -> list[str]:
+    """`paths` less those naming a file named before (overlapping globs, `a.yaml ./a.yaml`):
+    a spec given twice is compiled once."""
+    seen: set[str] = set()
+    result = []
+    for path in paths:
+        if (real := os.path.realpath(path)) not in seen:
+            seen.add(real)
+            result.append(path)
+    return result
 
 
 def _refuse_clashing_tests(paths: list[Path], specs: list[Spec]) -> None:

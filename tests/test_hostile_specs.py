@@ -599,6 +599,16 @@ def test_two_specs_with_one_name(workspace: Path, capsys: pytest.CaptureFixture[
     assert_refused(case, code, capsys.readouterr().err, workspace, before)
 
 
+def test_one_spec_given_twice_is_compiled_once(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sixth review: `compile a.yaml ./a.yaml` (overlapping globs) was refused, the file
+    said to clash with itself."""
+    (workspace / SPEC_FILE).write_text(GOOD.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["compile", "-o", "out", SPEC_FILE, f"./{SPEC_FILE}", SPEC_FILE]) == 0
+    assert capsys.readouterr().out == f"wrote {Path('out') / 'seed_graph.py'}\n"
+
+
 @pytest.mark.parametrize("key", ["spec", "node", "param", "input"])
 def test_long_and_odd_but_valid_names_compile(key: str, tmp_path: Path) -> None:
     """The other side of the name rules: a long ASCII identifier is fine."""
