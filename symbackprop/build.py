@@ -437,8 +437,9 @@ class Builder:
 
     def _wrt(self) -> tuple[sp.Symbol, ...]:
         result = []
-        locs = self.spec.wrt_item_locs or (self.spec.wrt_loc,) * len(self.spec.wrt)
-        for name, loc in zip(self.spec.wrt, locs, strict=True):
+        places = dict(self.spec.wrt_places)
+        for name in self.spec.wrt:
+            loc = places.get(name, self.spec.wrt_loc)
             sym = self._named(name, loc, "wrt")
             node = self.graph[sym]
             if node.kind == "op":

@@ -621,7 +621,7 @@ def _check_target(spec: Spec, name: str) -> None:
 def derivation(spec: Spec, name: str, latex: bool = False) -> Derivation:
     """The derivation of d<output>/d<name>, `name` an input or param of `spec`."""
     _check_target(spec, name)
-    program = build_program(dataclasses.replace(spec, wrt=(name,), wrt_item_locs=()))
+    program = build_program(dataclasses.replace(spec, wrt=(name,)))
     output = program.graph[program.output].name
     notation = LatexNotation(output) if latex else Notation(output)
     return Derivation(gradient_graph(program), program.graph[program.wrt[0]], notation)

@@ -134,7 +134,7 @@ class Spec:
     predict_loc: Loc | None = None
     # the layer form's loss where nodes and an output follow: the output must read it
     layer_loss: str | None = None
-    wrt_item_locs: tuple[Loc, ...] = ()  # where each name of `wrt` is
+    wrt_places: tuple[tuple[str, Loc], ...] = ()  # where each name of `wrt` is
 
 
 def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecError:
@@ -611,7 +611,7 @@ def parse_spec(text: str, file: str) -> Spec:
                     "'out' is the last layer's output in the layer form: choose another name",
                     item.loc,
                 )
-    wrt, wrt_loc, wrt_item_locs = _wrt(fields.get("wrt"), params, root)
+    wrt, wrt_loc, wrt_places = _wrt(fields.get("wrt"), params, root)
     return Spec(
         name=name,
         dtype=dtype,
@@ -622,7 +622,7 @@ def parse_spec(text: str, file: str) -> Spec:
         output_loc=output_loc,
         wrt=wrt,
         wrt_loc=wrt_loc,
-        wrt_item_locs=wrt_item_locs,
+        wrt_places=wrt_places,
         predict=predict,
         file_name=Path(file).name,
         name_loc=fields["name"].loc,
@@ -659,13 +659,14 @@ def _check_unique(inputs: list[InputSpec], params: list[ParamSpec], nodes: list[
 
 def _wrt(
     node: YNode | None, params: list[ParamSpec], root: YNode
-) -> tuple[tuple[str, ...], Loc, tuple[Loc, ...]]:
+) -> tuple[tuple[str, ...], Loc, tuple[tuple[str, Loc], ...]]:
     """The names in `wrt`, where the list is, and where each name is (each param's own
     place when `wrt` is left out)."""
     if node is None:
         if not params:
             raise _fail("the spec has no params: list what to differentiate in `wrt`", root)
-        return tuple(spec.name for spec in params), root.loc, tuple(spec.loc for spec in params)
+        names = tuple(spec.name for spec in params)
+        return names, root.loc, tuple((spec.name, spec.loc) for spec in params)
     items = node.value if node.is_list else [node]
     names = []
     for item in items:
@@ -676,7 +677,7 @@ def _wrt(
         names.append(item.value)
     if not names:
         raise _fail("wrt is empty: list what to differentiate", node)
-    return tuple(names), node.loc, tuple(item.loc for item in items)
+    return tuple(names), node.loc, tuple((item.value, item.loc) for item in items)
 
 
 def load_spec(path: str | Path) -> Spec:
