@@ -129,8 +129,9 @@ def _write_all(files: list[tuple[Path, str]]) -> None:
     not the temporary file. Each file gets the mode a plain write would give it: the old
     file's, else the umask's (mkstemp makes it 0600, which other users could not import)."""
     targets = [writable_path(path) for path, _ in files]
-    for index, target in enumerate(targets):
-        first = targets.index(target)
+    places = [os.path.realpath(target) for target in targets]  # relative paths too
+    for index, place in enumerate(places):
+        first = places.index(place)
         if first != index:  # two links to one file: the second text would replace the first
             raise OSError(errno.EEXIST, f"the same file as {files[first][0]}", str(files[index][0]))
     files = [(target, text) for target, (_, text) in zip(targets, files, strict=True)]

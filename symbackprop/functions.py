@@ -22,10 +22,12 @@ from sympy.printing.precedence import PRECEDENCE
 
 class Elementwise(sp.Function):
     """Base of our elementwise functions: real-valued, numerically evaluable (`numeric`),
-    and auto-evaluated only where every argument is a real number, then exactly (`exact`):
-    `relu(-1)` is 0 as the formula is built, so a term it multiplies cancels there, as one
-    `sin(0)` multiplies does. A constant that were 0 only once the code folds its numbers
-    would leave an op of the number 0 (`0.sum(axis=0)`), or divide by it."""
+    and auto-evaluated only where every argument is a real number and the value is exact
+    (`exact`): `relu(-1)` is 0 as the formula is built, so a term it multiplies cancels
+    there, as one `sin(0)` multiplies does, and `log(relu(1))` is log(1), 0. The smooth
+    ones keep their call: folded, `log(1 + exp(710))` would overflow where softplus(710)
+    does not, and `log(1 + 1e-20)` lose what log1p keeps; `numeric` folds them stably. A
+    constant 0 only the folding makes leaves its ops to `passes.fold_numbers`."""
 
     is_real = True
 
@@ -71,10 +73,6 @@ class Step(Elementwise):
 
 class Sigmoid(Elementwise):
     nargs = 1
-
-    @staticmethod
-    def exact(x: sp.Expr) -> sp.Expr:
-        return 1 / (1 + sp.exp(-x))
 
     @staticmethod
     def numeric(x: float) -> float:
@@ -123,10 +121,6 @@ class Softplus(Elementwise):
     nargs = 1
 
     @staticmethod
-    def exact(x: sp.Expr) -> sp.Expr:
-        return sp.log(1 + sp.exp(x))
-
-    @staticmethod
     def numeric(x: float) -> float:
         return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
@@ -139,10 +133,6 @@ class Expm1(Elementwise):
     """exp(x) - 1, exact near 0 where `exp(x) - 1` cancels (NumPy's expm1)."""
 
     nargs = 1
-
-    @staticmethod
-    def exact(x: sp.Expr) -> sp.Expr:
-        return sp.exp(x) - 1
 
     @staticmethod
     def numeric(x: float) -> float:
@@ -265,10 +255,6 @@ def unsaved_values(derivative: sp.Expr) -> sp.Expr:
 
 class Log1p(Elementwise):
     nargs = 1
-
-    @staticmethod
-    def exact(x: sp.Expr) -> sp.Expr | None:
-        return sp.log(1 + x) if (1 + x).is_positive else None
 
     @staticmethod
     def numeric(x: float) -> float:

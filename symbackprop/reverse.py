@@ -140,38 +140,53 @@ def _elementwise_adjoints(
 def _masked(
     node: Node, d: sp.Symbol, local: sp.Expr, graph: Graph, defining: Defining
 ) -> sp.Expr | None:
-    """`d * local` as `Masked`, where `local` is the mask [a > 0] of a relu or a maximum
-    times other factors, and those factors or the adjoint `d` may be inf or NaN where a is
-    0: they divide by a,
-    or take a root or a log of it, or of a value computed from it (sqrt(relu(x)),
-    relu(x) ** w). A product would give 0 * inf = NaN there, where PyTorch gives 0.
-    None where the plain product is exact. The adjoint's terms are read off its own
-    expression and those of the adjoints it reads."""
-    factors = sp.Mul.make_args(local)
-    masks = [factor for factor in factors if isinstance(factor, Step)]
-    if len(masks) != 1:
-        return None
-    value = masks[0].args[0]
-    rest = sp.Mul(*(factor for factor in factors if factor is not masks[0]))
+    """`d * local` with `Masked` for each mask [a > 0] of a relu or a maximum in a term of
+    `local`, where the term's other factors or the adjoint `d` may be inf or NaN where a is
+    0: they divide by a, or take a root or a log of it, or of a value computed from it
+    (sqrt(relu(x)), relu(x) ** w). A product would give 0 * inf = NaN there, where PyTorch
+    gives 0. Each term apart (`0.5 * x + sqrt(relu(x))`), each of a term's masks in turn
+    (sqrt(relu(maximum(x, y)))). None where the plain product is exact. The adjoint's
+    terms are read off its own expression and those of the adjoints it reads."""
     expr = defining(d)
-    terms = [rest, *([expr, *map(defining, expr.free_symbols)] if expr is not None else [])]
+    read = [expr, *map(defining, expr.free_symbols)] if expr is not None else []
+    terms = []
+    for term in sp.Add.make_args(local):
+        factors = sp.Mul.make_args(term)
+        masks = [factor for factor in factors if isinstance(factor, Step)]
+        rest = sp.Mul(*(factor for factor in factors if not isinstance(factor, Step)))
+        if masks and _maybe_infinite(node, masks, [rest, *read], graph):
+            masked = d * rest
+            for mask in masks:
+                masked = Masked.make(masked, mask.args[0], attrs=(mask.args[1],))
+            terms.append((masked, True))
+        else:
+            terms.append((d * term, False))
+    if not any(is_masked for _, is_masked in terms):
+        return None
+    return sp.Add(*(term for term, _ in terms))
+
+
+def _maybe_infinite(
+    node: Node, masks: list[sp.Expr], exprs: list[sp.Expr | None], graph: Graph
+) -> bool:
+    """Whether `exprs` divide by, or take a root or a log of, a masked value or one
+    computed from it: from the relu's node, or from this node where the relu is part of
+    its formula (sqrt(relu(x)) in one node)."""
     bases = [
         base
-        for term in terms
-        if term is not None
+        for expr in exprs
+        if expr is not None
         for base in [
-            *(power.base for power in term.atoms(sp.Pow) if _unbounded(power.exp)),
-            *(log.args[0] for log in term.atoms(sp.log)),
+            *(power.base for power in expr.atoms(sp.Pow) if _unbounded(power.exp)),
+            *(log.args[0] for log in expr.atoms(sp.log)),
         ]
     ]
     if not bases:
-        return None
-    # what is computed from a: from the relu's node, or from this node where the relu is
-    # part of its formula (sqrt(relu(x)) in one node)
-    near = _downstream(value if value in graph.by_symbol else node.symbol, graph)
-    if any(base.has(value) or base.free_symbols & near for base in bases):
-        return Masked.make(d * rest, value, attrs=(masks[0].args[1],))
-    return None
+        return False
+    values = [mask.args[0] for mask in masks]
+    sources = {value if value in graph.by_symbol else node.symbol for value in values}
+    near = set().union(*(_downstream(source, graph) for source in sources))
+    return any(base.has(*values) or base.free_symbols & near for base in bases)
 
 
 def _downstream(value: sp.Symbol, graph: Graph) -> set[sp.Symbol]:

@@ -281,11 +281,18 @@ def test_a_link_loop_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "Too many levels of symbolic links" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("relative", [False, True])
 def test_two_links_to_one_file_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    relative: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The module and its test linked to one file: the test was written over the module."""
-    out = tmp_path / "out"
+    """The module and its test linked to one file: the test was written over the module.
+    Seventh review: with a relative `-o` (the default `generated/` is one), a link to the
+    module itself still let the test replace it."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("out") if relative else tmp_path / "out"
     out.mkdir()
     (out / "shared.py").write_bytes(OLD)
     (out / "gates.py").symlink_to("shared.py")
@@ -301,3 +308,8 @@ def test_two_links_to_one_file_are_refused(
         "shared.py",
         "test_gates_gradcheck.py",
     ]
+    (out / "gates.py").unlink()  # a link to the module, which is not there yet
+    (out / "test_gates_gradcheck.py").unlink()
+    (out / "test_gates_gradcheck.py").symlink_to("gates.py")
+    assert main(["compile", "--emit-tests", "-o", str(out), SPECS[0]]) == 1
+    assert not (out / "gates.py").exists()
