@@ -70,8 +70,9 @@ class TensorOp(sp.Function):
     keywords: ClassVar[dict[str, Any]] = {}
     precedence: ClassVar[int] = PRECEDENCE["Atom"]
     helpers: ClassVar[tuple[str, ...]] = ()
-    # linear in each operand: the op of a 0 is 0 (`passes.fold_numbers` folds it)
-    zero_of_zero: ClassVar[bool] = False
+    # the operands the op is linear in: it is 0 where one of them is 0 (`passes.fold_numbers`
+    # folds it, `0.sum(axis=0)` would not parse)
+    linear_in: ClassVar[tuple[int, ...]] = ()
 
     @classmethod
     def eval(cls, *args: sp.Basic) -> None:
@@ -146,7 +147,7 @@ class MatrixProduct(TensorOp):
     64 x 128). An optional attr carries that size, where the adjoint rule knows it.
     """
 
-    zero_of_zero = True
+    linear_in = (0, 1)
 
     operands = 2
 
@@ -207,7 +208,7 @@ def _product(a: sp.Expr, b: sp.Expr, shape: Shape) -> sp.Expr:
 
 
 class Transposed(TensorOp):
-    zero_of_zero = True
+    linear_in = (0,)
 
     language_name = "transpose"
 
@@ -230,7 +231,7 @@ class Transposed(TensorOp):
 class Outer(TensorOp):
     """The outer product of two vectors (backward passes of vector @ matrix)."""
 
-    zero_of_zero = True
+    linear_in = (0, 1)
 
     operands = 2
 
@@ -302,7 +303,7 @@ class Reduction(TensorOp):
 
 
 class ReduceSum(Reduction):
-    zero_of_zero = True
+    linear_in = (0,)
 
     language_name = "sum"
     method_name = "sum"
@@ -316,7 +317,7 @@ class ReduceSum(Reduction):
 class ReduceMean(Reduction):
     """Printed as sum / count: np.mean is a Python-level wrapper, several times slower."""
 
-    zero_of_zero = True
+    linear_in = (0,)
 
     language_name = "mean"
     method_name = "sum"
@@ -621,7 +622,7 @@ class Copy(TensorOp):
     """A fresh, writable array: for a gradient that would be a read-only broadcast view or
     the same array as another gradient (users update gradients in place)."""
 
-    zero_of_zero = True
+    linear_in = (0,)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.call("np.array", self.args)
@@ -634,7 +635,7 @@ class Masked(TensorOp):
     mask is applied elsewhere, would give 0 * inf = NaN there; PyTorch gives 0, and at a
     tie of maximum half the adjoint."""
 
-    zero_of_zero = True
+    linear_in = (0,)
 
     operands = 2
 
@@ -649,7 +650,7 @@ class Masked(TensorOp):
 
 
 class BroadcastTo(TensorOp):
-    zero_of_zero = True
+    linear_in = (0,)
 
     operands = 2
 
@@ -658,7 +659,7 @@ class BroadcastTo(TensorOp):
 
 
 class ExpandDims(TensorOp):
-    zero_of_zero = True
+    linear_in = (0,)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         return printer.call("np.expand_dims", self.args[:1], {"axis": self.attrs[0]})
@@ -667,7 +668,7 @@ class ExpandDims(TensorOp):
 class SumTo(TensorOp):
     """An adjoint summed over the axes its operand was broadcast along (leading, then kept)."""
 
-    zero_of_zero = True
+    linear_in = (0,)
 
     def _numpy_text(self, printer: NumpyPrinter) -> str:
         lead, kept = self.attrs
@@ -716,7 +717,7 @@ class BatchSum(TensorOp):
     1.3 us for 32 x 64, 1.6 against 4.3 us for 128 x 256), once the ones are made (0.8 us);
     so only where several sums share them (`passes.batch_sums` undoes the rest)."""
 
-    zero_of_zero = True
+    linear_in = (0,)
 
     operands = 2
 

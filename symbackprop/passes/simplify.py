@@ -255,7 +255,7 @@ def fold_numbers(statements: list[Statement]) -> list[Statement]:
 
 
 def _op_of_zero(expr: sp.Basic) -> bool:
-    return isinstance(expr, TensorOp) and expr.zero_of_zero and 0 in expr.tensor_args
+    return isinstance(expr, TensorOp) and any(expr.args[i].is_zero for i in expr.linear_in)
 
 
 def _zero(expr: sp.Basic) -> sp.Integer:
