@@ -255,7 +255,10 @@ def fold_numbers(statements: list[Statement]) -> list[Statement]:
 
 
 def _op_of_zero(expr: sp.Basic) -> bool:
-    return isinstance(expr, TensorOp) and any(expr.args[i].is_zero for i in expr.linear_in)
+    # a number's is_zero: 0.0 too (Float(0.0) == 0 is False), without asking an expression
+    return isinstance(expr, TensorOp) and any(
+        expr.args[i].is_Number and expr.args[i].is_zero for i in expr.linear_in
+    )
 
 
 def _zero(expr: sp.Basic) -> sp.Integer:
