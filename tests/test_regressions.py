@@ -15,7 +15,8 @@ from symbackprop.compiler import _refuse_infinite_constants, compile_text
 from symbackprop.errors import SpecError
 from symbackprop.gradcheck import DEFAULT_TOLERANCE, check_spec
 from symbackprop.ir import Statement, symbol
-from symbackprop.ops import Count
+from symbackprop.ops import Count, Masked, SumTo
+from symbackprop.passes import fold_numbers
 from symbackprop.reverse import reverse_mode
 from symbackprop.spec import parse_spec
 from tests.support import compile_module
@@ -900,3 +901,14 @@ def test_every_mask_of_a_term_is_applied_where_the_adjoint_is_infinite(
     with np.errstate(divide="ignore", invalid="ignore"):
         _, grads = module.value_and_grad({}, X4, np.array([-2.0, 0.0, 0.0, 1.0]))
     np.testing.assert_allclose(grads["x"], grad, rtol=1e-12)
+
+
+def test_a_linear_op_of_a_float_0_folds_to_0() -> None:
+    """Float(0.0) == 0 is False in SymPy: the fold asks the number whether it is 0. A
+    mask's value is not an operand the op is linear in (a tie gives half the adjoint)."""
+    x, d = symbol("x"), symbol("d_x")
+    summed = SumTo.make(sp.Float(0.0), attrs=((0,), ()))
+    masked = Masked.make(d, sp.S.Zero, attrs=(sp.S.Half,))
+    statements = [Statement(d, summed + masked + x, "x", "backward")]
+    (folded,) = fold_numbers(statements)
+    assert folded.expr == masked + x
