@@ -25,9 +25,10 @@ class Elementwise(sp.Function):
     and auto-evaluated only where every argument is a real number and the value is exact
     (`exact`): `relu(-1)` is 0 as the formula is built, so a term it multiplies cancels
     there, as one `sin(0)` multiplies does, and `log(relu(1))` is log(1), 0. The smooth
-    ones keep their call: folded, `log(1 + exp(710))` would overflow where softplus(710)
-    does not, and `log(1 + 1e-20)` lose what log1p keeps; `numeric` folds them stably. A
-    constant 0 only the folding makes leaves its ops to `passes.fold_numbers`."""
+    ones are exact at 0 only (`sigmoid(0)` is 1/2): folded, `log(1 + exp(710))` would
+    overflow where softplus(710) does not, and `log(1 + 1e-20)` lose what log1p keeps;
+    `numeric` folds them stably. A constant 0 only the folding makes leaves its ops to
+    `passes.fold_numbers`."""
 
     is_real = True
 
@@ -73,6 +74,10 @@ class Step(Elementwise):
 
 class Sigmoid(Elementwise):
     nargs = 1
+
+    @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr | None:
+        return sp.S.Half if x.is_zero else None
 
     @staticmethod
     def numeric(x: float) -> float:
@@ -121,6 +126,10 @@ class Softplus(Elementwise):
     nargs = 1
 
     @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr | None:
+        return sp.log(2) if x.is_zero else None
+
+    @staticmethod
     def numeric(x: float) -> float:
         return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
@@ -133,6 +142,10 @@ class Expm1(Elementwise):
     """exp(x) - 1, exact near 0 where `exp(x) - 1` cancels (NumPy's expm1)."""
 
     nargs = 1
+
+    @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr | None:
+        return sp.S.Zero if x.is_zero else None
 
     @staticmethod
     def numeric(x: float) -> float:
@@ -202,12 +215,14 @@ class LogOrZero(Elementwise):
 
 
 def as_real(expr: sp.Expr) -> sp.Expr:
-    """`expr` with re(e) as e and im(e) as 0: every tensor is real, but SymPy cannot always
-    prove a value real (Abs((x*x)**(abs(x)**r)) becomes Abs(x)**(2*re(...))), and NumPy
-    has no spelling for them. Where the value is complex, NumPy computes NaN."""
-    if not expr.has(sp.re, sp.im):
+    """`expr` with re(e) as e, im(e) as 0 and arg(e) as pi where e < 0, else 0: every
+    tensor is real, but SymPy cannot always prove a value real (Abs((x*x)**(abs(x)**r))
+    becomes Abs(x)**(2*re(...)), the derivative of abs(log(x) ** 3) reads arg(x)), and
+    NumPy has no spelling for them. Where the value is complex, NumPy computes NaN."""
+    if not expr.has(sp.re, sp.im, sp.arg):
         return expr
-    return expr.replace(sp.re, lambda arg: arg).replace(sp.im, lambda arg: sp.S.Zero)
+    real = expr.replace(sp.re, lambda arg: arg).replace(sp.im, lambda arg: sp.S.Zero)
+    return real.replace(sp.arg, lambda arg: sp.pi * Step(-arg, 0))  # pi where arg < 0
 
 
 def finite_real(expr: sp.Expr) -> bool:
@@ -238,9 +253,37 @@ def tensor_powers(expr: sp.Expr) -> sp.Expr:
 
 
 def plain_powers(expr: sp.Expr) -> sp.Expr:
+    """`expr` back in SymPy's own functions once derived: Power as Pow, RealAbs as Abs."""
+    if expr.has(RealAbs):
+        expr = expr.replace(lambda e: isinstance(e, RealAbs), lambda e: sp.Abs(e.args[0]))
     if not expr.has(Power):
         return expr
     return expr.replace(lambda e: isinstance(e, Power), lambda e: sp.Pow(*e.args))
+
+
+class RealAbs(Elementwise):
+    """|x| of a real x, while reverse mode derives it: SymPy derives the Abs of a value it
+    cannot prove real (log(x)) as re(x) re(x)' / |x| and so on, 0 / 0 where x is 0;
+    PyTorch's abs' is sign(x), 0 there."""
+
+    nargs = 1
+
+    @staticmethod
+    def numeric(x: float) -> float:
+        return abs(x)
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.sign(self.args[0])
+
+
+def real_abs(expr: sp.Expr) -> sp.Expr:
+    """`expr` with each Abs of a value SymPy cannot prove real as a `RealAbs`."""
+    if all(item.args[0].is_extended_real for item in expr.atoms(sp.Abs)):
+        return expr  # the common case, at the cost of one walk rather than a rebuild
+    return expr.replace(
+        lambda e: isinstance(e, sp.Abs) and not e.args[0].is_extended_real,
+        lambda e: RealAbs(e.args[0]),
+    )
 
 
 def unsaved_values(derivative: sp.Expr) -> sp.Expr:
@@ -255,6 +298,10 @@ def unsaved_values(derivative: sp.Expr) -> sp.Expr:
 
 class Log1p(Elementwise):
     nargs = 1
+
+    @staticmethod
+    def exact(x: sp.Expr) -> sp.Expr | None:
+        return sp.S.Zero if x.is_zero else None
 
     @staticmethod
     def numeric(x: float) -> float:

@@ -28,6 +28,7 @@ from .functions import (
     as_real,
     finite_real,
     plain_powers,
+    real_abs,
     tensor_powers,
     unsaved_values,
 )
@@ -149,8 +150,14 @@ def _masked(
     terms are read off its own expression and those of the adjoints it reads."""
     expr = defining(d)
     read = [expr, *map(defining, expr.free_symbols)] if expr is not None else []
+    # masks within a factor, ([a > 0] - [b > 0]) / sqrt(a + b), are a sum of masked terms
+    parts = sp.Add.make_args(sp.expand_mul(local) if local.has(Step) else local)
+    # an infinite adjoint only meets 0 * inf where every term is masked: beside a term
+    # with no mask (leaky_relu's slope) d * local is inf, as PyTorch has it
+    if not all(part.has(Step) for part in parts):
+        read = []
     terms = []
-    for term in sp.Add.make_args(local):
+    for term in parts:
         factors = sp.Mul.make_args(term)
         masks = [factor for factor in factors if isinstance(factor, Step)]
         rest = sp.Mul(*(factor for factor in factors if not isinstance(factor, Step)))
@@ -186,7 +193,10 @@ def _maybe_infinite(
     values = [mask.args[0] for mask in masks]
     sources = {value if value in graph.by_symbol else node.symbol for value in values}
     near = set().union(*(_downstream(source, graph) for source in sources))
-    return any(base.has(*values) or base.free_symbols & near for base in bases)
+    # a mask inside this node's formula (maximum(x, y) ** 0.5: [x - y > 0]) has no node:
+    # a base read off the same values may be 0 where it is
+    inline = set().union(*(value.free_symbols for value in values if value not in graph.by_symbol))
+    return any(base.has(*values) or base.free_symbols & (near | inline) for base in bases)
 
 
 def _downstream(value: sp.Symbol, graph: Graph) -> set[sp.Symbol]:
@@ -238,8 +248,9 @@ def _broadcast_view(d: sp.Symbol, defining: Defining) -> bool:
 def _partial(expr: sp.Expr, operand: sp.Symbol) -> sp.Expr:
     """d expr / d operand. Of a sum, only the terms that hold the operand: SymPy would
     walk every term for every operand, which for a sum of hundreds is quadratic. A power
-    of a tensor exponent is derived by `Power`'s rule, finite where its base is 0."""
-    expr = tensor_powers(expr)
+    of a tensor exponent is derived by `Power`'s rule, finite where its base is 0, and an
+    abs by `RealAbs`'s, sign(x)."""
+    expr = real_abs(tensor_powers(expr))
     if expr.is_Add:
         terms = (sp.diff(term, operand) for term in expr.args if term.has(operand))
         return as_real(plain_powers(sp.Add(*terms)))
