@@ -156,7 +156,8 @@ class Expm1(Elementwise):
 
 
 class Power(Elementwise):
-    """base ** exponent where the exponent is not a number, while reverse mode derives it.
+    """base ** exponent where the exponent is not a number, or is a fraction and the base
+    is not a name, while reverse mode derives it.
     SymPy's rule writes d/dbase as x**k * k / x, which is 0 / 0 at x = 0, and d/dexponent as
     x**k * log(x), which is 0 * -inf there; this states both as PyTorch's `pow` does:
     k * x**(k - 1) (0 at k = 0 even where x = 0), and 0 where x = 0 (`LogOrZero`).
@@ -170,6 +171,8 @@ class Power(Elementwise):
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         base, exponent = self.args
+        if argindex == 1 and exponent.is_number:
+            return exponent * sp.Pow(base, exponent - 1)
         if argindex == 1:
             # k * x**(k - 1) is 0 * inf at k = 0, x = 0; PyTorch's 0 there comes of
             # raising x to 0 instead (k - 1 + 1), and 0 * x**0 = 0
@@ -246,10 +249,18 @@ _NOT_REAL = (sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I)
 
 
 def tensor_powers(expr: sp.Expr) -> sp.Expr:
-    """`expr` with each power whose exponent is not a number as a `Power`."""
-    if all(power.exp.is_number for power in expr.atoms(sp.Pow)):
+    """`expr` with each power whose exponent is not a number as a `Power`, and each of a
+    fractional exponent whose base is not a name: SymPy derives (x * y) ** 1.5 through
+    the power itself, 1.5 * (x*y)**1.5 / (x*y) * y, 0 / 0 where x * y is 0."""
+    if not any(_by_power_rule(power) for power in expr.atoms(sp.Pow)):
         return expr  # the common case, at the cost of one walk rather than a rebuild
-    return expr.replace(lambda e: e.is_Pow and not e.exp.is_number, lambda e: Power(e.base, e.exp))
+    return expr.replace(_by_power_rule, lambda e: Power(e.base, e.exp))
+
+
+def _by_power_rule(expr: sp.Expr) -> bool:
+    if not expr.is_Pow:
+        return False
+    return not expr.exp.is_number or not (expr.exp.is_integer or expr.base.is_Symbol)
 
 
 def plain_powers(expr: sp.Expr) -> sp.Expr:

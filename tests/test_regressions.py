@@ -961,3 +961,26 @@ def test_sigmoid_of_0_is_exact() -> None:
     text = "name: s\ninputs: {x: [3]}\nnodes:\n  L: sum(x / (sigmoid(0) - 0.5))\nwrt: [x]\n"
     with pytest.raises(SpecError, match=r":4:10: node 'L': / of these constants is not a finite"):
         compile_text(text, "s.yaml")
+
+
+@pytest.mark.parametrize(
+    ("formula", "grad"),
+    [
+        ("sum((x / (y + 2)) ** 1.5)", [np.nan, 0, 1.5 * (1 / 3) ** 0.5 / 3, 1.5 * 0.4**0.5 / 5, 0]),
+        ("sum((-x) ** 1.5)", [-1.5, 0, np.nan, np.nan, 0]),
+        ("sum((x ** 1.5) ** 1.5)", [np.nan, 0, 2.25, 2.25 * 2**1.25, 0]),
+        ("sum((x * y) ** 0.5)", [np.nan, np.inf, 0.5, 0.5 * 3 / 6**0.5, np.nan]),
+    ],
+)
+def test_a_fractional_power_of_a_value_by_the_power_rule(
+    formula: str, grad: list[float], tmp_path: Path
+) -> None:
+    """Eighth review: SymPy derives (x / y) ** 1.5 through the power itself, 1.5 t / (x/y)
+    * d(x/y), 0 / 0 where x is 0; PyTorch's pow writes k * b ** (k - 1). A power of a
+    fractional exponent whose base is not a name is derived as PyTorch does."""
+    module = compile_module(
+        f"name: p\ninputs: {{x: [5], y: [5]}}\nnodes:\n  L: {formula}\nwrt: [x]\n", tmp_path
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _, grads = module.value_and_grad({}, X5, Y5)
+    np.testing.assert_allclose(grads["x"], grad, rtol=1e-12)
