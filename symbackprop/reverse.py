@@ -150,8 +150,7 @@ def _masked(
     terms are read off its own expression and those of the adjoints it reads."""
     expr = defining(d)
     read = [expr, *map(defining, expr.free_symbols)] if expr is not None else []
-    # masks within a factor, ([a > 0] - [b > 0]) / sqrt(a + b), are a sum of masked terms
-    parts = sp.Add.make_args(sp.expand_mul(local) if local.has(Step) else local)
+    parts = _mask_terms(local) if local.has(Step) else (local,)
     # an infinite adjoint only meets 0 * inf where every term is masked: beside a term
     # with no mask (leaky_relu's slope) d * local is inf, as PyTorch has it
     if not all(part.has(Step) for part in parts):
@@ -171,6 +170,28 @@ def _masked(
     if not any(is_masked for _, is_masked in terms):
         return None
     return sp.Add(*(term for term, _ in terms))
+
+
+def _mask_terms(expr: sp.Expr) -> list[sp.Expr]:
+    """The terms of `expr`, a product spread over each sum in it whose every term holds a
+    mask: ([a > 0] - [b > 0]) / sqrt(a + b) is two masked terms. Only over those: spread
+    over (x + y) / h**2, a term x / h**2 would be 0 * inf where PyTorch has y / 0, and
+    over leaky_relu's (0.2 + 0.8 [h > 0]) * inf, 0.8 [h > 0] * inf would be NaN where
+    PyTorch has 0.2 * inf."""
+    terms = []
+    for term in sp.Add.make_args(expr):
+        factors = sp.Mul.make_args(term)
+        masked_sum = next(
+            (f for f in factors if f.is_Add and all(part.has(Step) for part in f.args)), None
+        )
+        if masked_sum is None:
+            terms.append(term)
+            continue
+        others = list(factors)
+        others.remove(masked_sum)
+        rest = sp.Mul(*others)
+        terms += _mask_terms(sp.Add(*(part * rest for part in masked_sum.args)))
+    return terms
 
 
 def _maybe_infinite(

@@ -71,10 +71,10 @@ def copy_propagation(
                 statement.target, expr, statement.owner, statement.phase, note, statement.anonymous
             )
         )
+    named = {name for statement in result for name in re.findall(r"dL/d(\w+)", statement.note)}
     also: dict[str, list[str]] = {}  # the copies a kept comment still names
     for copy, source in note_renames.items():
-        named = re.compile(rf"dL/d{re.escape(copy)}(?!\w)")
-        if any(named.search(statement.note) for statement in result):
+        if copy in named:
             also.setdefault(source, []).append(copy)
     return [
         dataclasses.replace(statement, note=_also_in_note(statement.note, also[name]))
