@@ -148,9 +148,11 @@ def _masked(
     gives 0. Each term apart (`0.5 * x + sqrt(relu(x))`), each of a term's masks in turn
     (sqrt(relu(maximum(x, y)))). None where the plain product is exact. The adjoint's
     terms are read off its own expression and those of the adjoints it reads."""
+    if not local.has(Step):
+        return None  # most derivatives: no mask, and no adjoint's expression to read
     expr = defining(d)
     read = [expr, *map(defining, expr.free_symbols)] if expr is not None else []
-    parts = _mask_terms(local) if local.has(Step) else (local,)
+    parts = _mask_terms(local)
     # an infinite adjoint only meets 0 * inf where every term is masked: beside a term
     # with no mask (leaky_relu's slope) d * local is inf, as PyTorch has it
     if not all(part.has(Step) for part in parts):

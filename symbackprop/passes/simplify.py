@@ -71,6 +71,8 @@ def copy_propagation(
                 statement.target, expr, statement.owner, statement.phase, note, statement.anonymous
             )
         )
+    if not note_renames:
+        return result
     named = {name for statement in result for name in re.findall(r"dL/d(\w+)", statement.note)}
     also: dict[str, list[str]] = {}  # the copies a kept comment still names
     for copy, source in note_renames.items():
