@@ -146,8 +146,9 @@ def _masked(
     0: they divide by a, or take a root or a log of it, or of a value computed from it
     (sqrt(relu(x)), relu(x) ** w). A product would give 0 * inf = NaN there, where PyTorch
     gives 0. Each term apart (`0.5 * x + sqrt(relu(x))`), each of a term's masks in turn
-    (sqrt(relu(maximum(x, y)))). None where the plain product is exact. The adjoint's
-    terms are read off its own expression and those of the adjoints it reads."""
+    (sqrt(relu(maximum(x, y)))), and the masked terms of a sum within a factor
+    (`_masked_within`). None where the plain product is exact. The adjoint's terms are
+    read off its own expression and those of the adjoints it reads."""
     if not local.has(Step):
         return None  # most derivatives: no mask, and no adjoint's expression to read
     expr = defining(d)
@@ -158,20 +159,51 @@ def _masked(
     if not all(part.has(Step) for part in parts):
         read = []
     terms = []
+    changed = False
     for term in parts:
         factors = sp.Mul.make_args(term)
         masks = [factor for factor in factors if isinstance(factor, Step)]
-        rest = sp.Mul(*(factor for factor in factors if not isinstance(factor, Step)))
+        others = [factor for factor in factors if factor not in masks]
+        inner = [_masked_within(node, factor, graph) for factor in others]
+        changed = changed or inner != others
+        rest = sp.Mul(*inner)
         if masks and _maybe_infinite(node, masks, [rest, *read], graph):
-            masked = d * rest
-            for mask in masks:
-                masked = Masked.make(masked, mask.args[0], attrs=(mask.args[1],))
-            terms.append((masked, True))
+            terms.append(_under_masks(d * rest, masks))
+            changed = True
         else:
-            terms.append((d * term, False))
-    if not any(is_masked for _, is_masked in terms):
-        return None
-    return sp.Add(*(term for term, _ in terms))
+            terms.append(d * sp.Mul(rest, *masks))
+    return sp.Add(*terms) if changed else None
+
+
+def _masked_within(node: Node, factor: sp.Expr, graph: Graph) -> sp.Expr:
+    """`factor` with `Masked` for each masked term [a > 0] * q of a sum in it that also
+    has a term without a mask, where q may be inf where a is 0: in relu(sqrt(relu(x)) - x)'s
+    [t > 0] * ([x > 0] / (2 sqrt(relu(x))) - 1), the product is NaN at x < 0 where PyTorch
+    has -1. The sum's other terms keep it finite, so the factors outside it stay products.
+    Sums whose every term holds a mask are spread by `_mask_terms` instead."""
+    if not factor.has(Step):
+        return factor
+    if factor.is_Mul:
+        return sp.Mul(*(_masked_within(node, f, graph) for f in factor.args))
+    if not factor.is_Add:
+        return factor
+    terms = []
+    for term in factor.args:
+        factors = sp.Mul.make_args(term)
+        masks = [f for f in factors if isinstance(f, Step)]
+        rest = sp.Mul(*(_masked_within(node, f, graph) for f in factors if f not in masks))
+        if masks and _maybe_infinite(node, masks, [rest], graph):
+            terms.append(_under_masks(rest, masks))
+        else:
+            terms.append(sp.Mul(rest, *masks))
+    return sp.Add(*terms)
+
+
+def _under_masks(value: sp.Expr, masks: list[sp.Expr]) -> sp.Expr:
+    """`value` where every mask [a > 0] holds (at a tie, the mask's value at 0 times it)."""
+    for mask in masks:
+        value = Masked.make(value, mask.args[0], attrs=(mask.args[1],))
+    return value
 
 
 def _mask_terms(expr: sp.Expr) -> list[sp.Expr]:

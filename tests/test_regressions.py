@@ -928,6 +928,11 @@ LOG3 = [3 * np.log(v) ** 2 / v for v in (2.0, 3.0, 4.0, 2.0)]
         ("sum(abs(log(x + 2) ** 3))", [0, *LOG3]),
         # leaky_relu's (0.2 + 0.8 [h > 0]) stays one factor: spread, 0.8 [h > 0] * inf is NaN
         ("sum((x + y) / leaky_relu(x, 0.2))", [0, np.inf, -1, -0.75, np.nan]),
+        # a masked term in a sum beside one without a mask, inside another mask's factor
+        ("sum(relu(sqrt(relu(x)) - x))", [-1, 0, 0, 0, 0]),
+        ("sum(relu(0.5 * x + sqrt(relu(x))))", [0, 0, 1, 0.5 + 0.5 / 2**0.5, 0]),
+        ("sum(maximum(sqrt(relu(x)) - x, y))", [-1, -1, 0, 0, -0.5]),
+        ("sum(relu(sqrt(relu(x)) * 2 - x) * y)", [0, 0, 0, 3 * (1 / 2**0.5 - 1), 0]),
     ],
 )
 def test_masks_and_abs_as_pytorch_has_them(formula: str, grad: list[float], tmp_path: Path) -> None:
@@ -935,7 +940,9 @@ def test_masks_and_abs_as_pytorch_has_them(formula: str, grad: list[float], tmp_
     maximum inside its node (maximum(x, y) ** 0.5), was not applied (NaN where PyTorch
     gives 0); the abs of a value SymPy cannot prove real was derived as log(x) / |log(x)|
     (0 / 0 where PyTorch's sign gives 0), and abs(log(x) ** 3) crashed the compiler (`no
-    NumPy spelling for arg`). Values from PyTorch 2.13."""
+    NumPy spelling for arg`). Ninth: a masked term beside an unmasked one in a factor,
+    [t > 0] * ([x > 0] / (2 sqrt(relu(x))) - 1), was NaN at every x < 0 where PyTorch
+    has -1. Values from PyTorch 2.13."""
     module = compile_module(
         f"name: m\ninputs: {{x: [5], y: [5]}}\nnodes:\n  L: {formula}\nwrt: [x]\n", tmp_path
     )
