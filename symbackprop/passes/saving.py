@@ -18,6 +18,7 @@ import sympy as sp
 from ..ir import Statement
 from ..ops import TensorOp
 from ..reverse import adjoint_symbol
+from .simplify import values_read
 
 
 def recompute_elementwise(
@@ -35,7 +36,9 @@ def recompute_elementwise(
     }
     read_by_backward: set[sp.Basic] = set().union(*(s.expr.free_symbols for s in backward))
     shared = sorted(temporaries & read_by_backward, key=lambda symbol: symbol.name)
-    saved_anyway = read_by_backward - set(shared)
+    # a value read only for its shape (`u.shape[0]`) is not saved for its values: later
+    # passes read the shape off another one, and tanh(u) is saved, as for the other inputs
+    saved_anyway = values_read(backward) - set(shared)
 
     def expanded(temporary: sp.Symbol) -> sp.Expr:
         """The definition in terms of named values, through other temporaries."""

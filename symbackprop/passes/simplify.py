@@ -122,6 +122,9 @@ def _with_expr(statement: Statement, expr: sp.Expr) -> Statement:
     return dataclasses.replace(statement, expr=expr)
 
 
+SHAPE_READS = (ShapeOf, Count, OneHot, Ones)  # ops that read only a value's shape
+
+
 def _read_beside(statements: list[Statement], ops: tuple[type, ...]) -> set[sp.Basic]:
     """The values `statements` read other than through `ops` (which read only a shape)."""
     read: set[sp.Basic] = set()
@@ -129,6 +132,11 @@ def _read_beside(statements: list[Statement], ops: tuple[type, ...]) -> set[sp.B
         blanked = statement.expr.replace(lambda e: isinstance(e, ops), lambda e: sp.S.Zero)
         read |= blanked.free_symbols
     return read
+
+
+def values_read(statements: list[Statement]) -> set[sp.Basic]:
+    """The values `statements` read for more than their shape."""
+    return _read_beside(statements, SHAPE_READS)
 
 
 def shape_donors(statements: list[Statement], graph: Graph) -> list[Statement]:
