@@ -73,7 +73,11 @@ def optimize(program: Program) -> Optimized:
     # the lines only the cancelled terms read are dead
     backward = passes.dead_code(passes.cancelled_adjoints(backward, graph), results)
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
-    backward = passes.copy_propagation(backward, keep=results, equal_adjoints=True)
+    merged = passes.copy_propagation(backward, keep=results, equal_adjoints=True)
+    if len(merged) < len(backward):  # the lines now read one adjoint: `d_a * w` may repeat
+        taken = [s.target for s in forward]
+        merged = passes.common_subexpressions([], merged, taken)[1]
+    backward = merged
     backward = passes.own_results(
         backward, {d: leaf for leaf, d in info.grads.items() if d is not None}
     )

@@ -143,17 +143,19 @@ def test_swish_keeps_saving_its_sigmoid_when_backward_reads_the_output() -> None
     assert "t_h1_0" in keys and "s1" not in keys
 
 
+FOUR_BRANCHES = (
+    "name: t4\ninputs: {u0: [n, 3], u1: [n, 3], u2: [n, 3], u3: [n, 3]}\n"
+    "params: {w: [3]}\nnodes:\n  total: "
+    + " + ".join(f"sum(w * tanh(u{i}))" for i in range(4))
+    + "\noutput: total\nwrt: [w, u0, u1, u2, u3]\n"
+)
+
+
 def test_a_value_read_only_for_its_shape_does_not_make_its_tanh_recomputed(tmp_path) -> None:
     """Review: of four equal branches `sum(w * tanh(u_i))`, the one whose input the
     backward pass read for its shape (`u0.shape[0]`) had tanh(u0) recomputed in backward;
     the others saved theirs. A value read only for its shape is not saved for its values."""
-    spec = (
-        "name: t4\ninputs: {u0: [n, 3], u1: [n, 3], u2: [n, 3], u3: [n, 3]}\n"
-        "params: {w: [3]}\nnodes:\n  total: "
-        + " + ".join(f"sum(w * tanh(u{i}))" for i in range(4))
-        + "\noutput: total\nwrt: [w, u0, u1, u2, u3]\n"
-    )
-    source = compile_text(spec, "t4.yaml")
+    source = compile_text(FOUR_BRANCHES, "t4.yaml")
     backward = source[source.index("def backward(") : source.index("def value_and_grad(")]
     assert "np.tanh" not in backward
     block = source[source.index("    cache = {") : source.index("    return total, cache")]
@@ -167,6 +169,15 @@ def test_a_value_read_only_for_its_shape_does_not_make_its_tanh_recomputed(tmp_p
         np.testing.assert_allclose(grads[f"u{i}"], params["w"] / np.cosh(u) ** 2, rtol=1e-12)
     expected_w = sum(np.tanh(u).sum(axis=0) for u in inputs)
     np.testing.assert_allclose(grads["w"], expected_w, rtol=1e-12)
+
+
+def test_products_of_merged_equal_adjoints_are_computed_once() -> None:
+    """Review: the four branches' adjoints are equal, and after they are merged into one
+    array each `d_u_i` line still multiplied it by w: `d_t_total_7 * w` four times."""
+    source = compile_text(FOUR_BRANCHES, "t4.yaml")
+    backward = source[source.index("def backward(") : source.index("def value_and_grad(")]
+    lines = [line for line in backward.splitlines() if not line.lstrip().startswith("#")]
+    assert sum("d_t_total_7 * w" in line for line in lines) == 1, backward
 
 
 def test_a_tensor_op_shared_by_both_passes_is_saved_not_recomputed() -> None:
