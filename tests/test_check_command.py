@@ -519,6 +519,51 @@ def test_a_flipped_gradient_of_a_loss_of_1e_minus_10_fails(
     assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
 
 
+CENTERED = (
+    "name: centered\ninputs: {x: [batch, 4]}\nparams:\n  W: [4, 3]\n"
+    "nodes:\n  h: x @ W\n  loss: sum(h - mean(h, axis=0))\noutput: loss\n"
+)
+
+
+@pytest.mark.parametrize("seed", ["6", "15", "22", "23"])
+def test_a_gradient_that_is_0_where_the_loss_cancels_to_0_passes(
+    seed: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ninth review: the loss is about 1e-16 and rounds in steps of 2.2e-16, often alike at
+    every point the noise was measured at: a noise of eps * |L| (1e-32) made the right
+    gradient, 0, fail. A gradient of 1e-9 there still fails."""
+    spec = write_spec(tmp_path, CENTERED)
+    code, output = run_check(capsys, spec, "--seed", seed)
+    assert code == 0, output
+    change_gradient(monkeypatch, "W", lambda gradient: gradient + 1e-9)
+    code, output = run_check(capsys, spec, "--seed", seed)
+    assert code == 1 and gradient_lines(output)["W"].endswith("FAIL"), output
+
+
+LEAKY_NEAR_A_KINK = (
+    "name: l_leaky_sse\ninputs: {x: [batch, 4], y: [batch, 3]}\nlayers:\n"
+    "  - {dense: 6, activation: leaky_relu}\n  - {dense: 3}\nloss: {mse: y, reduction: sum}\n"
+)
+
+
+def test_a_kink_within_the_wider_stencils_does_not_fail_a_right_gradient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ninth review: at seed 18 a pre-activation is 7.6e-6 from leaky_relu's kink. The
+    steps' estimates of dL/dW1[0, 5] were -1.559, -1.669, -2.798 and -4.684 (the gradient):
+    no two agreed, and the two widest, both across the kink, were taken. The step nearest
+    the gradient is taken now; a gradient 1% off still fails."""
+    spec = write_spec(tmp_path, LEAKY_NEAR_A_KINK)
+    code, output = run_check(capsys, spec, "--seed", "18")
+    assert code == 0, output
+    corrupt(monkeypatch, "W1", 1.01, lambda name: True)
+    code, output = run_check(capsys, spec, "--seed", "18")
+    assert code == 1 and gradient_lines(output)["W1"].endswith("FAIL"), output
+
+
 def test_rounding_noise_is_rounding_not_curvature() -> None:
     """A smooth function rounds at eps |f|; a sum that cancels (1e8 + x - 1e8 - x) at the
     size of its terms, however small the result."""
