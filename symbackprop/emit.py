@@ -36,7 +36,7 @@ from .linebreak import (
     tuple_entry,
     wrap_for,
 )
-from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, MatrixProduct
+from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, Masked, MatrixProduct
 from .passes import dead_code
 from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, number_literal, stability_note
@@ -590,6 +590,7 @@ def render(optimized: Optimized) -> str:
         + ([_templated_line(seed, f"np.{spec.dtype}(grad_output)")] if seed_used else []),
         "backward": backward_lines,
         "backward_frees": any(line.frees for line in backward_lines),
+        "masks_by_where": any(s.expr.has(Masked) for s in optimized.backward),
         "grads": grads,
         "output": program.output.name,
         "forward_call": _templated_line(

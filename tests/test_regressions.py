@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from symbackprop.ops import Count, Masked, SumTo
 from symbackprop.passes import fold_numbers
 from symbackprop.reverse import reverse_mode
 from symbackprop.spec import parse_spec
-from tests.support import compile_module
+from tests.support import compile_module, import_source
 
 
 def test_exact_constants_keep_float32(tmp_path: Path) -> None:
@@ -949,6 +950,31 @@ def test_masks_and_abs_as_pytorch_has_them(formula: str, grad: list[float], tmp_
     with np.errstate(divide="ignore", invalid="ignore"):
         _, grads = module.value_and_grad({}, X5, Y5)
     np.testing.assert_allclose(grads["x"], grad, rtol=1e-12, atol=1e-12)
+
+
+def test_a_mask_by_np_where_does_not_warn(tmp_path: Path) -> None:
+    """Ninth review: `np.where(relu(h) > 0, 0.5 * d / t, 0)` computes 0.5 * d / 0 where
+    the mask drops it, and warned "divide by zero" at every call with an inactive unit
+    (an error under `-W error`). The backward pass of a module with such a mask ignores
+    divide and invalid warnings; a relu network's, with no np.where, is as it was."""
+    source = compile_text(
+        "name: f51\ninputs: {x: [n, 3]}\nparams: {W: [3, 2]}\n"
+        "nodes:\n  h: x @ W\n  loss: sum(relu(h) ** 0.5)\noutput: loss\n",
+        "f51.yaml",
+    )
+    assert '@np.errstate(divide="ignore", invalid="ignore")\ndef backward(' in source
+    module = import_source(source, tmp_path)
+    x = np.array([[1.0, -2.0, 0.5], [-1.0, 0.0, 0.0]])
+    params = {"W": np.array([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, grads = module.value_and_grad(params, x)
+    h = x @ params["W"]
+    d_h = np.where(h > 0, 0.5 / np.sqrt(np.where(h > 0, h, 1)), 0)
+    np.testing.assert_allclose(grads["W"], x.T @ d_h, rtol=1e-12)
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    relu_mlp = compile_text((examples / "mlp.yaml").read_text(encoding="utf-8"), "mlp.yaml")
+    assert "errstate" not in relu_mlp
 
 
 def test_a_mask_beside_a_term_without_one_stays_a_product() -> None:
