@@ -189,8 +189,17 @@ class _NodeLowering:
     def _call_elementwise(self, term: fm.Call) -> Val:
         spec = ELEMENTWISE[term.func]
         most = spec.tensor_args + len(spec.const_args)
-        if term.kwargs or not spec.tensor_args <= len(term.args) <= most:
-            raise self.fail(f"{term.func} takes {spec.tensor_args} argument(s)", term.loc)
+        if term.kwargs:
+            message = f"{term.func} has no argument {term.kwargs[0][0]!r}"
+            if spec.const_args:  # leaky_relu(x, slope=0.2): the slope goes by position
+                usage = ", ".join(["x"] * spec.tensor_args + [str(c) for c in spec.const_args])
+                message += f"; its arguments go by position: {term.func}({usage})"
+            raise self.fail(message, term.loc)
+        if not spec.tensor_args <= len(term.args) <= most:
+            counts = " or ".join(map(str, range(spec.tensor_args, most + 1)))
+            raise self.fail(
+                f"{term.func} takes {counts} argument(s), not {len(term.args)}", term.loc
+            )
         tensors = [self.lower(arg) for arg in term.args[: spec.tensor_args]]
         if spec.domain is not None and tensors[0].expr.is_number:
             value = complex(sp.N(tensors[0].expr))

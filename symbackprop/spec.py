@@ -525,6 +525,13 @@ def _layers(fields: dict[str, YNode], inputs: list[InputSpec], root: YNode) -> _
                 text, loc = "x", activation.loc
             elif text in LAYER_ACTIVATIONS:
                 text, loc = f"{text}(x)", activation.loc
+            elif _IDENTIFIER.match(text) and text != "x":
+                known = " ".join(LAYER_ACTIVATIONS)
+                raise _fail(
+                    f"unknown activation {text!r} of layer {index} (known: {known}; or a "
+                    'formula in x, such as "x * sigmoid(x)")',
+                    activation,
+                )
             else:
                 loc = _formula_loc(activation)
             nodes.append(NodeSpec(f"h{index}", text, loc, (("x", current),)))

@@ -295,6 +295,21 @@ CASES = [
     Case("unknown_name", formula("sum(x) + zz"), 4, "unknown name 'zz'"),
     Case("unknown_function", formula("foo(x)"), 4, "unknown function 'foo'"),
     Case("unknown_keyword", formula("sum(x, foo=1)"), 4, "'foo'"),
+    # ninth review: "leaky_relu takes 1 argument(s)" for both, and "unknown name 'gelu'"
+    Case("three_arguments", formula("sum(leaky_relu(x, 0.2, 0.3))"), 4, "takes 1 or 2 arg"),
+    Case(
+        "slope_by_keyword",
+        formula("sum(leaky_relu(x, slope=0.2))"),
+        4,
+        "leaky_relu has no argument 'slope'; its arguments go by position: leaky_relu(x, 0.01)",
+    ),
+    Case(
+        "unknown_activation",
+        "name: a\ninputs: {x: [b, 3], t: [b, 2]}\nlayers:\n  - {dense: 2, activation: gelu}\n"
+        "loss: {mse: t}\n",
+        4,
+        "unknown activation 'gelu' of layer 1 (known: identity sigmoid",
+    ),
     Case(
         "cycle",
         "name: a\ninputs: {x: [3]}\nnodes:\n  p: q + x\n  q: p * 2\n  y: sum(q)\nwrt: [x]\n",
