@@ -213,6 +213,10 @@ def _compile(args: argparse.Namespace) -> int:
     from .compiler import compile_spec
     from .spec import load_spec
 
+    if not args.stdout and (blocker := _file_in_the_way(Path(args.output_dir))) is not None:
+        # a usage error, not "stale" (--check) or a failed write: exit 2, as argparse's
+        print(f"symbackprop: -o {args.output_dir}: {blocker} is not a folder", file=sys.stderr)
+        return EXIT_BAD_SPEC
     # compile everything first: one bad spec leaves every existing file as it was
     outputs: list[tuple[Path, str]] = []
     specs = []
@@ -247,6 +251,14 @@ def _compile(args: argparse.Namespace) -> int:
     for path, _ in changed:
         print(f"wrote {path}")
     return EXIT_OK
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first of `folder` and its parents that exists, where it is not a folder."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
 
 
 def _distinct(paths: list[str]) -> list[str]:

@@ -192,11 +192,15 @@ def test_unchanged_files_are_not_rewritten(
 
 
 def test_unwritable_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """An OSError escaped main as a traceback before: now a message and exit 1."""
+    """An OSError escaped main as a traceback before: now a message. A file in the way of
+    the output folder is found before anything is compiled: a usage error, exit 2 (ninth
+    review: it was exit 1, the code of a stale file under --check)."""
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
-    assert main(["compile", "-o", str(blocker / "out"), SPECS[0]]) == 1
-    assert capsys.readouterr().err.startswith("symbackprop: cannot write")
+    assert main(["compile", "-o", str(blocker / "out"), SPECS[0]]) == 2
+    assert capsys.readouterr().err == (
+        f"symbackprop: -o {blocker / 'out'}: {blocker} is not a folder\n"
+    )
     assert [path.name for path in tmp_path.iterdir()] == ["file"]
 
 
@@ -254,8 +258,8 @@ def test_a_link_into_a_missing_folder_or_a_file_for_a_folder_is_refused(
     assert capsys.readouterr().err.endswith(f"{out / 'gates.py'}: No such file or directory\n")
     afile = tmp_path / "afile"
     afile.write_bytes(b"")
-    assert main(["compile", "-o", str(afile), SPECS[0]]) == 1
-    assert capsys.readouterr().err == f"symbackprop: cannot write: {afile}: Not a directory\n"
+    assert main(["compile", "-o", str(afile), SPECS[0]]) == 2
+    assert capsys.readouterr().err == f"symbackprop: -o {afile}: {afile} is not a folder\n"
 
 
 def test_graph_to_a_folder_writes_nothing(

@@ -123,6 +123,21 @@ def test_check_fails_when_stale_and_writes_nothing(
     assert files_in(out) == before
 
 
+@pytest.mark.parametrize("check", [[], ["--check"]])
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_an_output_folder_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], check: list[str], below: str
+) -> None:
+    """Ninth review: `-o afile` printed `stale: afile/seed_graph.py` under --check, and
+    "cannot write" otherwise, both with exit 1 (a stale file's code in CI)."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine\n", encoding="utf-8")
+    out = blocker / below if below else blocker
+    assert main(["compile", *check, str(GOOD), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"symbackprop: -o {out}: {blocker} is not a folder\n"
+    assert blocker.read_text(encoding="utf-8") == "mine\n"
+
+
 def test_check_exit_code_through_python_dash_m(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "seed_graph.py").write_text("stale\n", encoding="utf-8")
