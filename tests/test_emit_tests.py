@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from symbackprop.cli import main
@@ -171,6 +172,29 @@ def test_emitted_tests_catch_a_wrong_gradient(
     assert failed == [
         f"test_gradient_matches_finite_differences[{gradient}-{seed}]" for seed in range(3)
     ]
+
+
+def test_emitted_differences_take_the_step_nearest_the_gradient_past_a_kink(
+    emitted: Path,
+) -> None:
+    """Ninth review, as for `check`: where a kink lies within the wider steps, so that no
+    two agree, the most consistent pair (the two widest, both across the kink) was taken.
+    |x - 1.5e-5| at 0: the steps 1e-3 to 1e-5 straddle it; only 1e-6 gives the slope."""
+    tree = ast.parse((emitted / "test_gates_gradcheck.py").read_text(encoding="utf-8"))
+    wanted = {"STEPS", "AGREEMENT", "derivative"}
+    kept = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and node.name in wanted
+        or isinstance(node, ast.Assign | ast.AnnAssign)
+        and ast.unparse(node).split()[0].rstrip(":") in wanted
+    ]
+    namespace: dict[str, object] = {"np": np, "Callable": object}
+    exec(compile(ast.Module(kept, []), "emitted", "exec"), namespace)  # our own template
+    derivative = namespace["derivative"]
+    assert derivative(lambda x: abs(x - 1.5e-5), 0.0, -1.0) == pytest.approx(-1.0, rel=1e-9)
+    assert derivative(lambda x: abs(x - 1.5e-5), 0.0, 0.5) != pytest.approx(0.5, rel=1e-3)
 
 
 def test_stdout_prints_the_tests_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
