@@ -30,6 +30,7 @@ from symbackprop import __version__
 from symbackprop.compiler import compile_spec, compile_text
 from symbackprop.errors import SpecError
 from symbackprop.linebreak import leading_parts, wrap_for
+from symbackprop.spec import MAX_VARIABLE_NAME
 from tests.support import EXAMPLES, ROOT, example_spec, import_source
 from tests.test_regressions import SIDE_PREDICTION_SPEC
 
@@ -325,7 +326,7 @@ wrt: [param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx]
 }
 _B, _E = "base_param_with_a_long_name_xxxxxxxxxx", "exponent_param_with_a_long_name_xxxxxx"
 _W, _S = "weight_matrix_with_a_rather_long_name_xxxxxxxxxxxxxxxx", "scale_param_with_a_long_name"
-_P, _Q, _U = "p" * 70, "q" * 70, "u" * 70
+_P, _Q, _U = "p" * MAX_VARIABLE_NAME, "q" * MAX_VARIABLE_NAME, "u" * MAX_VARIABLE_NAME
 # fourth review: the lines the power rule writes (`t = b**t_1`, `np.log(b + (b == 0))`,
 # `b ** (k - 1)`), a mean over two axes whose divisor breaks one factor a line, a chain of
 # sums on a name (`t.sum(` / `axis=1, keepdims=True` / `).sum(axis=0)`), and entries of
