@@ -36,6 +36,8 @@ def recompute_elementwise(
     }
     read_by_backward: set[sp.Basic] = set().union(*(s.expr.free_symbols for s in backward))
     shared = sorted(temporaries & read_by_backward, key=lambda symbol: symbol.name)
+    if not shared:
+        return forward, backward, False
     # a value read only for its shape (`u.shape[0]`) is not saved for its values: later
     # passes read the shape off another one, and tanh(u) is saved, as for the other inputs
     saved_anyway = values_read(backward) - set(shared)
