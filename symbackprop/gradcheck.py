@@ -58,6 +58,11 @@ NOISE_SAFETY = 10.0
 # times max(1, |x|): finer steps too often round alike, and under-measure the noise
 NOISE_STEP = 1e-6
 JITTER = 0.1  # params are init_params(seed) plus this much noise: zero biases put ReLUs on kinks
+EPS = float(np.finfo(np.float64).eps)
+# A loss that cancels to about 0 rounds in steps of its terms' size: flat in a param where
+# every estimate is within such a step. Only a step this many eps of max(1, |L|) counts:
+# a larger one (sum((w + 1e12) * x) - 1e12 * sum(x)) resolves nothing, wrong or right.
+FLAT_ROUNDING = 1024
 
 
 @dataclass(frozen=True)
@@ -282,7 +287,7 @@ def rounding_noise(f: Callable[[float], float], x: float) -> float:
     A kink within 6 NOISE_STEP of x shows as noise too: that element is then held only
     to what its differences resolve (rare: params are jittered off their init)."""
     center = f(x)
-    noise = float(np.finfo(np.float64).eps) * abs(center)
+    noise = EPS * abs(center)
     unit = NOISE_STEP * max(1.0, abs(x))
     for step in (unit, 3 * unit):
         outer = f(x - 2 * step) + f(x + 2 * step)
@@ -382,8 +387,15 @@ def _differences(
     compiled: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """dL/d(name) at `indices` by finite differences, and how far rounding alone could move
-    each (NOISE_SAFETY times 1.5 noise / h). Where no two steps agree, the estimate of the
-    step nearest the `compiled` gradient is the one returned."""
+    each (NOISE_SAFETY times 1.5 noise / h).
+
+    Where no two steps agree (a kink within the wider stencils), the estimate nearest the
+    `compiled` gradient is returned, the distance to each counted as no less than its
+    rounding allowance: a fine step's is up to 1000 times a wide one's, and would let a
+    gradient 1% off, or of the wrong sign, pass where rounding is large (a loss of
+    1e8 + w * x). The noise there is the median of those measured at x and 20 noise
+    steps to either side: the kink itself, when it lies within the stencil at x, shows as
+    noise (4e-6, where rounding is 1e-15), and values that happen to round alike as none."""
     holder = point.holder(name)
     original = holder[name]
     shifted = np.array(original, dtype=np.float64)
@@ -399,15 +411,23 @@ def _differences(
             x = float(original[index])
             found, agreed = stencil_estimates(f, x)
             noise = rounding_noise(f, x)
-            step_of_rounding = _rounding_step(f.values, f(x))
-            if step_of_rounding > noise and all(
-                abs(estimate) <= allowance(step_of_rounding, step)
+            rounded = max(noise, _rounding_step(f.values, f(x)))
+            if rounded <= FLAT_ROUNDING * EPS * max(1.0, abs(f(x))) and all(
+                abs(estimate) <= allowance(rounded, step)
                 for estimate, step in zip(found, STEPS, strict=False)
             ):
                 # flat: every estimate is rounding alone, least of it at the widest step
-                noise, agreed = step_of_rounding, 0
+                noise, agreed = rounded, 0
             if agreed is None:
-                agreed = min(range(len(found)), key=lambda i: abs(found[i] - wanted))
+                away = 20 * NOISE_STEP * max(1.0, abs(x))
+                around = [rounding_noise(f, x - away), noise, rounding_noise(f, x + away)]
+                noise = sorted(around)[1]  # the median: a kink or a lucky rounding is one
+                # nearest, counting each estimate's own rounding: a fine step's, up to 1000
+                # times a wide one's, cannot tell a gradient 1% off where rounding is large
+                agreed = min(
+                    range(len(found)),
+                    key=lambda i: max(abs(found[i] - wanted), allowance(noise, STEPS[i])),
+                )
             estimates.append(found[agreed])
             noises.append(allowance(noise, STEPS[agreed]))
             shifted[index] = original[index]
