@@ -44,7 +44,6 @@ def render_gradcheck_test(spec: Spec) -> str:
     model = {
         "header": header_lines(spec, "symbackprop compile --emit-tests"),
         "name": spec.name,
-        "output": spec.output,
         "seeds": [str(seed) for seed in SEEDS],
         "dims": plan.dims,
         "classes": {item.name: item.classes for item in plan.inputs if item.classes is not None},
