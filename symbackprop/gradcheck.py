@@ -8,14 +8,14 @@ the float64 ones, to float32 precision.
 
 Finite differences: the five-point central stencil (error O(h**4)) at shrinking steps,
 until two neighbouring steps agree. Where none do, a kink lies within the wider stencils
-(a relu's, 1e-5 from the point): the compiled gradient is held to the estimate of the
-step nearest it, as the steps short of the kink are right and a wrong gradient matches
-none of them.
+(a relu's, 1e-5 from the point): the compiled gradient is held to the nearest of the
+estimates, each distance counted as no less than what rounding can put in that step's
+estimate, as the steps short of the kink are right and a wrong gradient matches none.
 What rounding alone can put in each difference, measured there (`rounding_noise`), is not
 counted as an error: a gradient truly 0 would otherwise fail on noise. Where the loss
 cancels to about 0 (sum(h - mean(h))) its values round in steps of its terms' size, often
-alike at every nearby point; where every estimate is within such a step, that step is
-the noise.
+alike at every nearby point; where every estimate is within such a step (of at most
+FLAT_ROUNDING eps), that step is the noise.
 Gradients larger than SAMPLE_SIZE elements are checked at that many random elements.
 """
 

@@ -173,8 +173,8 @@ def check_name(name: object, where: YNode | Loc, what: str) -> str:
 
 
 # A variable's name, and those made from it (`d_t_<name>_12`), must leave room on a line
-# of 88 columns. Every example and 57 review specs, their names made this long, give
-# modules ruff format leaves as they are at 56 and 57 characters; at 58, 4 of them not.
+# of 88 columns. The examples and review specs, 57 modules with their names made this
+# long, are as ruff format writes them at 56 and 57 characters; at 58, 4 of them are not.
 MAX_VARIABLE_NAME = 56
 
 
