@@ -9,8 +9,8 @@ the float64 ones, to float32 precision.
 Finite differences: the five-point central stencil (error O(h**4)) at shrinking steps,
 until two neighbouring steps agree. Where none do, a kink lies within the wider stencils
 (a relu's, 1e-5 from the point): the compiled gradient is held to the nearest of the
-estimates, each distance counted as no less than what rounding can put in that step's
-estimate, as the steps short of the kink are right and a wrong gradient matches none.
+estimates, what rounding can put in each added to its distance, as the steps short of
+the kink are right.
 What rounding alone can put in each difference, measured there (`rounding_noise`), is not
 counted as an error: a gradient truly 0 would otherwise fail on noise. Where the loss
 cancels to about 0 (sum(h - mean(h))) its values round in steps of its terms' size, often
@@ -63,6 +63,10 @@ EPS = float(np.finfo(np.float64).eps)
 # every estimate is within such a step. Only a step this many eps of max(1, |L|) counts:
 # a larger one (sum((w + 1e12) * x) - 1e12 * sum(x)) resolves nothing, wrong or right.
 FLAT_ROUNDING = 1024
+# Noise past this many eps of max(1, |L|) is suspect: a kink within its stencils shows as
+# noise, so it is measured twice more, 20 noise steps to either side (`_median_noise`).
+KINK_SUSPECT = 64
+GRADIENT_FLOOR = 1e-8  # errors are relative to the gradient's size, or to this if smaller
 
 
 @dataclass(frozen=True)
@@ -265,19 +269,27 @@ def derivative_and_step(
 
 
 def stencil_estimates(
-    f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS
+    f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS, noise: float = 0.0
 ) -> tuple[list[float], int | None]:
     """The five-point estimates of df/dx at shrinking steps, up to the first two
-    neighbours that agree to AGREEMENT, and the index of the wider of those (None: no
-    two agree, and every step is estimated)."""
+    neighbours that agree to AGREEMENT, or to what rounding (`noise`, f's) can put in the
+    finer one, and the index of the wider of those (None: no two agree, and every step is
+    estimated). Where rounding is large (a loss of 1e8 + w * x), the wide steps agree to
+    it; the fine ones, noise alone, could agree by chance, as two equal roundings."""
     estimates: list[float] = []
     for h in steps:
         estimates.append((8 * (f(x + h) - f(x - h)) - (f(x + 2 * h) - f(x - 2 * h))) / (12 * h))
         if len(estimates) >= 2:
             a, b = estimates[-2:]
-            if abs(a - b) <= AGREEMENT * max(abs(a), abs(b)):
+            if abs(a - b) <= AGREEMENT * max(abs(a), abs(b)) + rounding_allowance(noise, h):
                 return estimates, len(estimates) - 2
     return estimates, None
+
+
+def rounding_allowance(noise: float, step: float) -> float:
+    """What rounding of f by `noise` can put in a five-point estimate of step `step`
+    (1.5 noise / step), NOISE_SAFETY times over."""
+    return NOISE_SAFETY * 1.5 * noise / step
 
 
 def rounding_noise(f: Callable[[float], float], x: float) -> float:
@@ -299,21 +311,34 @@ def rounding_noise(f: Callable[[float], float], x: float) -> float:
 def relative_error(
     actual: np.ndarray,
     expected: np.ndarray,
-    floor: float = 1e-8,
+    floor: float = GRADIENT_FLOOR,
     noise: np.ndarray | None = None,
 ) -> float:
     """max |actual - expected| over the larger of the two magnitudes (or `floor`); with
     `noise`, what rounding alone could put in each element of `expected` is not counted."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    scale = max(
-        float(np.max(np.abs(expected), initial=0.0)),
-        float(np.max(np.abs(actual), initial=0.0)),
-        floor,
-    )
+    scale = _scale(actual, expected, floor)
     gaps = np.abs(actual - expected)
     if noise is not None:
         gaps = np.maximum(gaps - noise, 0.0)
     return float(np.max(gaps, initial=0.0)) / scale
+
+
+def _scale(actual: np.ndarray, expected: np.ndarray, floor: float = GRADIENT_FLOOR) -> float:
+    """What `relative_error` divides by: the larger magnitude of the two, or `floor`."""
+    return max(
+        float(np.max(np.abs(expected), initial=0.0)),
+        float(np.max(np.abs(actual), initial=0.0)),
+        floor,
+    )
+
+
+def _unresolved(actual: np.ndarray, expected: np.ndarray, noise: np.ndarray) -> float:
+    """The largest rounding allowance relative to the gradient's size; 0 for a gradient of
+    0 (all within the floor), which is held to the floor as it is (the max gate's inputs
+    in examples/gates.yaml)."""
+    scale = _scale(actual, expected, floor=0.0)
+    return float(np.max(noise, initial=0.0)) / scale if scale > GRADIENT_FLOOR else 0.0
 
 
 # --- the check ----------------------------------------------------------------------
@@ -333,6 +358,9 @@ class GradientResult:
     checked: int
     error: float  # worst relative error against finite differences (float64)
     float32_error: float | None = None  # the float32 module's gradient against float64's
+    # the most that rounding of the loss leaves unresolved, relative as `error` is: past
+    # the tolerance (a loss of 1e10 + ...), an error within it says less than it seems to
+    unresolved: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -374,6 +402,7 @@ def check_spec(spec: Spec, seed: int = 0) -> Report:
                 len(indices),
                 relative_error(actual, expected, noise=noise),
                 float32_error,
+                _unresolved(actual, expected, noise),
             )
         )
     return Report(spec, seed, plan.dims, tuple(results))
@@ -390,27 +419,26 @@ def _differences(
     each (NOISE_SAFETY times 1.5 noise / h).
 
     Where no two steps agree (a kink within the wider stencils), the estimate nearest the
-    `compiled` gradient is returned, the distance to each counted as no less than its
-    rounding allowance: a fine step's is up to 1000 times a wide one's, and would let a
-    gradient 1% off, or of the wrong sign, pass where rounding is large (a loss of
-    1e8 + w * x). The noise there is the median of those measured at x and 20 noise
-    steps to either side: the kink itself, when it lies within the stencil at x, shows as
-    noise (4e-6, where rounding is 1e-15), and values that happen to round alike as none."""
+    `compiled` gradient is returned, its rounding allowance added to each distance: a
+    fine step's is up to 1000 times a wide one's, and would let a gradient 1% off, or of
+    the wrong sign, pass where rounding is large (a loss of 1e8 + w * x). The noise there,
+    and wherever it is suspect, is `_median_noise`'s."""
     holder = point.holder(name)
     original = holder[name]
     shifted = np.array(original, dtype=np.float64)
     holder[name] = shifted
 
-    def allowance(noise: float, step: float) -> float:
-        return NOISE_SAFETY * 1.5 * noise / step
-
+    allowance = rounding_allowance
     try:
         estimates, noises = [], []
         for index, wanted in zip(indices, compiled, strict=True):
             f = _LossAlong(module, point, shifted, index)
             x = float(original[index])
-            found, agreed = stencil_estimates(f, x)
             noise = rounding_noise(f, x)
+            robust = noise > KINK_SUSPECT * EPS * max(1.0, abs(f(x)))
+            if robust:  # a kink within the noise's stencils, or a loss that cancels
+                noise = _median_noise(f, x, noise)
+            found, agreed = stencil_estimates(f, x, noise=noise)
             rounded = max(noise, _rounding_step(f.values, f(x)))
             if rounded <= FLAT_ROUNDING * EPS * max(1.0, abs(f(x))) and all(
                 abs(estimate) <= allowance(rounded, step)
@@ -419,14 +447,14 @@ def _differences(
                 # flat: every estimate is rounding alone, least of it at the widest step
                 noise, agreed = rounded, 0
             if agreed is None:
-                away = 20 * NOISE_STEP * max(1.0, abs(x))
-                around = [rounding_noise(f, x - away), noise, rounding_noise(f, x + away)]
-                noise = sorted(around)[1]  # the median: a kink or a lucky rounding is one
-                # nearest, counting each estimate's own rounding: a fine step's, up to 1000
-                # times a wide one's, cannot tell a gradient 1% off where rounding is large
+                if not robust:  # values that happened to round alike show no noise
+                    noise = _median_noise(f, x, noise)
+                # nearest, counting each estimate's own rounding on top of its distance: a
+                # fine step's, 1000 times a wide one's, would let a wrong gradient that its
+                # noisy estimate happens to land near pass where rounding is large
                 agreed = min(
                     range(len(found)),
-                    key=lambda i: max(abs(found[i] - wanted), allowance(noise, STEPS[i])),
+                    key=lambda i: abs(found[i] - wanted) + allowance(noise, STEPS[i]),
                 )
             estimates.append(found[agreed])
             noises.append(allowance(noise, STEPS[agreed]))
@@ -454,6 +482,14 @@ class _LossAlong:
         return self.values[x]
 
 
+def _median_noise(f: _LossAlong, x: float, noise: float) -> float:
+    """The median of `noise`, measured at x, and the noise 20 noise steps to either side:
+    a kink within the stencil at x shows as noise (4e-6, where rounding is 1e-15), and
+    values that happen to round alike as none; either is one of the three."""
+    away = 20 * NOISE_STEP * max(1.0, abs(x))
+    return sorted([rounding_noise(f, x - away), noise, rounding_noise(f, x + away)])[1]
+
+
 def _rounding_step(values: dict[float, float], center: float) -> float:
     """The smallest nonzero change of the loss among the points evaluated: the step its
     values round in, where it is flat."""
@@ -479,6 +515,8 @@ def format_report(report: Report, tolerance: float, out: TextIO) -> bool:
             line += f"  float32 vs float64 {result.float32_error:9.2e}"
             within = within and result.float32_error <= FLOAT32_TOLERANCE
         line += "  ok" if within else "  FAIL"
+        if within and result.unresolved > tolerance:
+            line += f", but only to {result.unresolved:.0e}: the loss rounds too coarsely here"
         if result.checked < result.size:
             line += f"  ({result.checked} of {result.size} elements, at random)"
         print(line, file=out)
