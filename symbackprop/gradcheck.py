@@ -428,7 +428,6 @@ def _differences(
     shifted = np.array(original, dtype=np.float64)
     holder[name] = shifted
 
-    allowance = rounding_allowance
     try:
         estimates, noises = [], []
         for index, wanted in zip(indices, compiled, strict=True):
@@ -441,7 +440,7 @@ def _differences(
             found, agreed = stencil_estimates(f, x, noise=noise)
             rounded = max(noise, _rounding_step(f.values, f(x)))
             if rounded <= FLAT_ROUNDING * EPS * max(1.0, abs(f(x))) and all(
-                abs(estimate) <= allowance(rounded, step)
+                abs(estimate) <= rounding_allowance(rounded, step)
                 for estimate, step in zip(found, STEPS, strict=False)
             ):
                 # flat: every estimate is rounding alone, least of it at the widest step
@@ -454,10 +453,10 @@ def _differences(
                 # noisy estimate happens to land near pass where rounding is large
                 agreed = min(
                     range(len(found)),
-                    key=lambda i: abs(found[i] - wanted) + allowance(noise, STEPS[i]),
+                    key=lambda i: abs(found[i] - wanted) + rounding_allowance(noise, STEPS[i]),
                 )
             estimates.append(found[agreed])
-            noises.append(allowance(noise, STEPS[agreed]))
+            noises.append(rounding_allowance(noise, STEPS[agreed]))
             shifted[index] = original[index]
         return np.array(estimates, dtype=np.float64), np.array(noises, dtype=np.float64)
     finally:
