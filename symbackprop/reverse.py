@@ -161,18 +161,24 @@ def _masked(
     terms = []
     changed = False
     for term in parts:
-        factors = sp.Mul.make_args(term)
-        masks = [factor for factor in factors if isinstance(factor, Step)]
-        others = [factor for factor in factors if factor not in masks]
-        inner = [_masked_within(node, factor, graph) for factor in others]
-        changed = changed or inner != others
-        rest = sp.Mul(*inner)
+        masks, rest = _masks_and_rest(node, term, graph)
         if masks and _maybe_infinite(node, masks, [rest, *read], graph):
             terms.append(_under_masks(d * rest, masks))
             changed = True
         else:
-            terms.append(d * sp.Mul(rest, *masks))
+            kept = sp.Mul(rest, *masks)
+            changed = changed or kept != term  # a sum within masked by `_masked_within`
+            terms.append(d * kept)
     return sp.Add(*terms) if changed else None
+
+
+def _masks_and_rest(node: Node, term: sp.Expr, graph: Graph) -> tuple[list[sp.Expr], sp.Expr]:
+    """The masks [a > 0] among `term`'s factors, and the product of the others, each
+    with `_masked_within`'s masks inside."""
+    factors = sp.Mul.make_args(term)
+    masks = [factor for factor in factors if isinstance(factor, Step)]
+    others = (_masked_within(node, factor, graph) for factor in factors if factor not in masks)
+    return masks, sp.Mul(*others)
 
 
 def _masked_within(node: Node, factor: sp.Expr, graph: Graph) -> sp.Expr:
@@ -189,9 +195,7 @@ def _masked_within(node: Node, factor: sp.Expr, graph: Graph) -> sp.Expr:
         return factor
     terms = []
     for term in factor.args:
-        factors = sp.Mul.make_args(term)
-        masks = [f for f in factors if isinstance(f, Step)]
-        rest = sp.Mul(*(_masked_within(node, f, graph) for f in factors if f not in masks))
+        masks, rest = _masks_and_rest(node, term, graph)
         if masks and _maybe_infinite(node, masks, [rest], graph):
             terms.append(_under_masks(rest, masks))
         else:
