@@ -249,25 +249,6 @@ def sample_indices(
     return [tuple(int(i) for i in np.unravel_index(int(index), shape)) for index in flat]
 
 
-def derivative(f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS) -> float:
-    """df/dx by the five-point stencil at shrinking steps (see `derivative_and_step`)."""
-    return derivative_and_step(f, x, steps)[0]
-
-
-def derivative_and_step(
-    f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS
-) -> tuple[float, float]:
-    """df/dx by the five-point stencil at shrinking steps, and the step of the estimate
-    taken. Two neighbouring steps that agree to AGREEMENT end the search; else the most
-    consistent pair wins (a kink inside the wider stencils shows up as a jump between
-    their estimates)."""
-    estimates, agreed = stencil_estimates(f, x, steps)
-    if agreed is None:
-        gaps = [abs(a - b) for a, b in zip(estimates, estimates[1:], strict=False)]
-        agreed = int(np.argmin(gaps))
-    return estimates[agreed], steps[agreed]
-
-
 def stencil_estimates(
     f: Callable[[float], float], x: float, steps: tuple[float, ...] = STEPS, noise: float = 0.0
 ) -> tuple[list[float], int | None]:
