@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,25 @@ nodes:
   {"r" * 56}: sum(x * x)
 wrt: [x]
 """
+# a loss of 1e8 + ...: its rounding puts ~1e-5 in the differences of a gradient of ~1,
+# which failed the right gradients at the tolerance of 1e-6
+OFFSET_SPEC = """
+name: offset
+inputs: {x: [batch, 3]}
+params: {w: [3], v: [3]}
+nodes:
+  loss: sum(w * x) + 1e8 + sum(tanh(v) * x)
+"""
 EXTRA_SPECS = {
     "relu32": RELU32,
+    "offset": OFFSET_SPEC,
     "labels": LABELS_SPEC,
     "scalar32": SCALAR_SPEC,
     LONG_FILE_NAME: LOGS_SPEC.replace("name: logs", "name: long_logs"),
     "long_output": LONG_OUTPUT_SPEC,
 }
 ALLOWED_IMPORTS = {"__future__", "importlib.util", "collections.abc", "pathlib", "types"}
+ALLOWED_IMPORTS |= {"warnings"}
 ALLOWED_IMPORTS |= {"numpy", "pytest"}
 
 
@@ -113,6 +125,10 @@ def test_emitted_tests_pass(emitted: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert re.search(r"\b\d+ passed\b", completed.stdout)
     assert "failed" not in completed.stdout
+    # where the output rounds too coarsely to resolve the tolerance, the test says so
+    coarse = re.findall(r"the gradient of (\w+) is checked only to (\S+):", completed.stdout)
+    assert {name for name, _ in coarse} == {"w", "v"}
+    assert all(1e-6 < float(resolved) < 1e-3 for _, resolved in coarse)
 
 
 def test_emitted_tests_pass_in_importlib_mode(emitted: Path) -> None:
@@ -163,7 +179,8 @@ def test_float32_tests_say_why_their_tolerance_is_wider(emitted: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "gradient", "factor"), [("swish_regression", "b1", 1.001), ("relu32", "W2", 1.5)]
+    ("name", "gradient", "factor"),
+    [("swish_regression", "b1", 1.001), ("relu32", "W2", 1.5), ("offset", "w", 1.001)],
 )
 def test_emitted_tests_catch_a_wrong_gradient(
     emitted: Path, tmp_path: Path, name: str, gradient: str, factor: float
@@ -190,7 +207,7 @@ def test_emitted_differences_take_the_step_nearest_the_gradient_past_a_kink(
     two agree, the most consistent pair (the two widest, both across the kink) was taken.
     |x - 1.5e-5| at 0: the steps 1e-3 to 1e-5 straddle it; only 1e-6 gives the slope."""
     tree = ast.parse((emitted / "test_gates_gradcheck.py").read_text(encoding="utf-8"))
-    wanted = {"STEPS", "AGREEMENT", "derivative"}
+    wanted = {"STEPS", "AGREEMENT", "ROUNDING", "derivative"}
     kept = [
         node
         for node in tree.body
@@ -199,11 +216,14 @@ def test_emitted_differences_take_the_step_nearest_the_gradient_past_a_kink(
         or isinstance(node, ast.Assign | ast.AnnAssign)
         and ast.unparse(node).split()[0].rstrip(":") in wanted
     ]
-    namespace: dict[str, object] = {"np": np, "Callable": object}
+    module = types.SimpleNamespace(DTYPE="float64")
+    namespace: dict[str, object] = {"np": np, "Callable": object, "module": module}
     exec(compile(ast.Module(kept, []), "emitted", "exec"), namespace)  # our own template
     derivative = namespace["derivative"]
-    assert derivative(lambda x: abs(x - 1.5e-5), 0.0, -1.0) == pytest.approx(-1.0, rel=1e-9)
-    assert derivative(lambda x: abs(x - 1.5e-5), 0.0, 0.5) != pytest.approx(0.5, rel=1e-3)
+    slope, rounding = derivative(lambda x: abs(x - 1.5e-5), 0.0, -1.0)
+    assert slope == pytest.approx(-1.0, rel=1e-9)
+    assert rounding == pytest.approx(22.5 * np.finfo(np.float64).eps / 1e-6)
+    assert derivative(lambda x: abs(x - 1.5e-5), 0.0, 0.5)[0] != pytest.approx(0.5, rel=1e-3)
 
 
 def test_stdout_prints_the_tests_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
