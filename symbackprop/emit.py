@@ -37,10 +37,10 @@ from .linebreak import (
     wrap_for,
 )
 from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, Masked, MatrixProduct
-from .passes import dead_code
+from .passes import dead_code, shares_an_array
 from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, number_literal, stability_note
-from .spec import ParamSpec, Spec, code_name, init_arguments
+from .spec import FLOAT_DTYPES, ParamSpec, Spec, code_name, init_arguments
 
 
 @dataclass
@@ -446,6 +446,13 @@ def _returned(key: str, leaf: sp.Symbol, adjoint: sp.Symbol | None, graph: Graph
     return Entry(key, adjoint.name, "", "")
 
 
+def _handed_back(forward: list[Statement], value: sp.Symbol) -> str:
+    """What `return` hands the caller for `value`: a copy where it may be the caller's
+    own param or input, or a view of one (`loss = x`, `predict: w`), which the caller
+    could write into."""
+    return f"np.array({value.name})" if shares_an_array(forward, value) else value.name
+
+
 def render(optimized: Optimized) -> str:
     program = optimized.program
     spec = program.spec
@@ -499,15 +506,21 @@ def render(optimized: Optimized) -> str:
             for param in spec.params
             if code_name(param.name) in names
         ]
-        inputs = [
-            (item.name, item.name, printer.dtype_text(item.dtype))
-            for item in spec.inputs
-            if item.name in names
-        ]
-        return [
+        lines = [
             _templated_line(name, f"np.asarray({source}, dtype={dtype})")
-            for name, source, dtype in params + inputs
+            for name, source, dtype in params
         ]
+        for item in spec.inputs:
+            if item.name not in names:
+                continue
+            dtype = printer.dtype_text(item.dtype)
+            if item.dtype in FLOAT_DTYPES:
+                lines.append(_templated_line(item.name, f"np.asarray({item.name}, dtype={dtype})"))
+            else:  # labels: `_labels` refuses a negative one, which NumPy reads from the end
+                labels = f'_labels({item.name}, {dtype}, "{item.name}")'
+                lines.append(_templated_line(item.name, labels))
+                printer.use_helper("labels")
+        return lines
 
     # forward computes what the output and backward need: a value only `predict` returns
     # is left to `predict` (forward would compute it and never read it)
@@ -543,6 +556,7 @@ def render(optimized: Optimized) -> str:
             input_docs=[item for item in input_docs if item["name"] in inputs],
             target=program.predict.name,
             shape_text=shape_text(graph.type_of(program.predict).shape),
+            returned=_handed_back(optimized.forward, program.predict),
         )
 
     helpers = set(printer.helpers_used)
@@ -593,6 +607,7 @@ def render(optimized: Optimized) -> str:
         "masks_by_where": any(s.expr.has(Masked) for s in optimized.backward),
         "grads": grads,
         "output": program.output.name,
+        "output_returned": _handed_back(optimized.forward, program.output),
         "forward_call": _templated_line(
             f"{program.output.name}, cache",
             f"forward({', '.join(['params'] + [item.name for item in spec.inputs])})",
@@ -615,3 +630,4 @@ class _PredictBlock:
     input_docs: list[dict[str, str]]
     target: str
     shape_text: str
+    returned: str  # the target, copied where it may be a param or input, or a view of one

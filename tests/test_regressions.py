@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import warnings
@@ -1019,3 +1020,76 @@ def test_a_fractional_power_of_a_value_by_the_power_rule(
     with np.errstate(divide="ignore", invalid="ignore"):
         _, grads = module.value_and_grad({}, X5, Y5)
     np.testing.assert_allclose(grads["x"], grad, rtol=1e-12)
+
+
+LABELS_2D_SPEC = """
+name: labels2d
+inputs: {x: [batch, 4, 3], y: {shape: [batch, 4], dtype: int32}}
+params: {w: [3]}
+nodes:
+  loss: softmax_cross_entropy(x * w, y)
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape", "classes"),
+    [("examples/mnist.yaml", (4, 784), 10), (LABELS_2D_SPEC, (2, 4, 3), 3)],
+    ids=["mnist", "labels_2d"],
+)
+def test_a_negative_label_is_an_index_error(
+    spec: str, shape: tuple[int, ...], classes: int, tmp_path: Path
+) -> None:
+    """Twelfth review: NumPy reads a negative index from the end, so label -1 gave the
+    loss and gradients of the last class, with no error (PyTorch: "Target -1 is out of
+    bounds"). A label past the last class was an IndexError already."""
+    if spec.endswith(".yaml"):
+        spec = (Path(__file__).parent.parent / spec).read_text(encoding="utf-8")
+    module = compile_module(spec, tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    params = module.init_params(0)
+    labels = rng.integers(0, classes, size=shape[:-1])
+    labels.flat[0], labels.flat[-1] = 0, classes - 1  # the first and last class are fine
+    module.value_and_grad(params, x, labels)
+    for wrong in (-1, -classes, -classes - 1, classes):
+        labels.flat[1] = wrong
+        message = f"y: label {wrong} is negative" if wrong < 0 else "out of bounds"
+        with pytest.raises(IndexError, match=message):
+            module.value_and_grad(params, x, labels)
+        with pytest.raises(IndexError, match=message):
+            module.forward(params, x, labels.tolist())
+
+
+RETURNED_LEAVES = {
+    "predict_a_param": (
+        'inputs: {x: [2, 3]}\nparams: {w: [3]}\nnodes: {loss: "sum(x * w)"}\npredict: w\n'
+    ),
+    "predict_a_view": (
+        "inputs: {x: [2, 3]}\nparams: {w: [3, 2]}\n"
+        'nodes: {h: "transpose(w)", loss: "sum(h * x)"}\npredict: h\n'
+    ),
+    "output_an_input": 'inputs: {x: []}\nparams: {w: [3]}\nnodes: {t: "sum(w) * x"}\noutput: x\n',
+    "output_a_copy": 'inputs: {x: []}\nnodes: {loss: "x"}\nwrt: [x]\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(RETURNED_LEAVES))
+def test_returned_values_are_not_the_callers_arrays(name: str, tmp_path: Path) -> None:
+    """Twelfth review: `predict: w` returned params["w"] itself, and a loss that is an
+    input (`loss: x`) returned x: writing into the result changed the caller's array.
+    Returned values own their memory, as gradients do."""
+    module = compile_module(f"name: {name}\n{RETURNED_LEAVES[name]}", tmp_path)
+    params = {key: np.ones(shape) for key, shape in module.PARAMS.items()}
+    x = np.ones(module.INPUTS["x"][0])
+    before = {key: value.copy() for key, value in params.items()}, x.copy()
+    returned = [module.forward(params, x)[0], module.value_and_grad(params, x)[0]]
+    if "predict" in name:
+        takes_x = "x" in inspect.signature(module.predict).parameters
+        returned.append(module.predict(params, x) if takes_x else module.predict(params))
+    for value in returned:
+        assert isinstance(value, np.ndarray | np.generic)
+        if isinstance(value, np.ndarray):
+            assert not any(np.shares_memory(value, array) for array in [x, *params.values()])
+            value[...] = 7.0
+    assert all(np.array_equal(params[key], before[0][key]) for key in params)
+    assert np.array_equal(x, before[1])

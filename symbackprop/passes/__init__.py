@@ -18,6 +18,7 @@ from .simplify import (
     own_results,
     shape_donors,
     shapes_kept,
+    shares_an_array,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "recompute_elementwise",
     "shape_donors",
     "shapes_kept",
+    "shares_an_array",
 ]

@@ -239,6 +239,17 @@ def own_results(
     return owned
 
 
+def shares_an_array(statements: list[Statement], value: sp.Symbol) -> bool:
+    """Whether `value`, handed back to the caller, may be another name's array or a view
+    of one (`loss = x`, `h = w.T`), or a param or input itself (no line makes it): writing
+    into it would change the caller's array, or another value's."""
+    making = next((s.expr for s in statements if s.target == value), None)
+    if making is None:
+        return True
+    fresh = {s.target for s in statements if is_fresh(s.expr)}
+    return _shares_its_array(making, fresh, Counter())
+
+
 def _shares_its_array(expr: sp.Expr, fresh: set[sp.Symbol], uses: Counter[sp.Symbol]) -> bool:
     """True when `expr` is a name, a broadcast view, or a view (a transpose, an added
     axis) of one, unless that name is a fresh array of the backward pass read only here."""
