@@ -125,7 +125,7 @@ class _NodeLowering:
             return self._call_elementwise(term)
         if term.func in LANGUAGE_OPS:
             op = LANGUAGE_OPS[term.func]
-            args = self._positional(term, 1)
+            args = self._positional(term, 1, by_name=tuple(op.keywords))
             keywords = self._keywords(term, op.keywords)
             return self._tensor_op(op, args, keywords, term.loc)
         if term.func in _LOSSES:
@@ -134,11 +134,15 @@ class _NodeLowering:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _positional(self, term: fm.Call, count: int) -> list[Val]:
+    def _positional(self, term: fm.Call, count: int, by_name: tuple[str, ...] = ()) -> list[Val]:
+        """The `count` tensor arguments; `by_name`, the op's keywords, which go by name only
+        (`sum(x, 1)` is refused: say `sum(x, axis=1)`)."""
         if len(term.args) != count:
-            raise self.fail(
-                f"{term.func} takes {count} argument(s), not {len(term.args)}", term.loc
-            )
+            message = f"{term.func} takes {count} argument(s), not {len(term.args)}"
+            if by_name and len(term.args) > count:  # as NumPy's np.sum(x, 1)
+                example = ", ".join(f"{key}=..." for key in by_name)
+                message += f"; the rest go by name: {term.func}(x, {example})"
+            raise self.fail(message, term.loc)
         return [self.lower(arg) for arg in term.args]
 
     def _keywords(self, term: fm.Call, allowed: dict[str, Any]) -> dict[str, Any]:

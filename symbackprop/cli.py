@@ -117,7 +117,7 @@ def _lazy(
     return run
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: never a half-written module."""
     _write_all([(path, text)])
 

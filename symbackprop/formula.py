@@ -254,7 +254,10 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
     except SyntaxError as err:
         # no offset: the formula ended too soon (`a +`), so the place is just past its end
         column = err.offset - 1 if err.offset else len(source.rstrip())
-        raise SpecError(f"syntax error: {err.msg}", base.shifted(column), node_name) from None
+        message = err.msg
+        if message.startswith("Exceeds the limit"):  # Python's, with advice for Python code
+            message = "a number of more than 4300 digits"
+        raise SpecError(f"syntax error: {message}", base.shifted(column), node_name) from None
     except (RecursionError, MemoryError, ValueError):
         raise SpecError("the formula nests too deeply or is malformed", base, node_name) from None
     reader = _Reader(source, base, node_name)

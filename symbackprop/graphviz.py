@@ -23,7 +23,7 @@ import textwrap
 from pathlib import Path
 
 from .build import Program, build_program
-from .cli import EXIT_FAILED, EXIT_OK, _write_atomically, writable_path
+from .cli import EXIT_FAILED, EXIT_OK, writable_path, write_atomically
 from .errors import SpecError
 from .explain import Edge, GradientGraph, Notation, gate_role, gradient_graph
 from .ir import Node, shape_text
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(f"cannot write {path}: give -o a .dot, .gv, .svg or .png file")
     dot_path = path if suffix in DOT_SUFFIXES else path.with_suffix(".dot")
     target = writable_path(path)  # a folder there is refused before the .dot is written
-    _write_atomically(dot_path, dot_text)
+    write_atomically(dot_path, dot_text)
     print(f"wrote {dot_path}")
     if dot_path == path:
         return EXIT_OK

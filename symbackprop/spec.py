@@ -145,12 +145,14 @@ def _fail(message: str, node: YNode | Loc, about: str | None = None) -> SpecErro
 def check_identifier(name: object, where: YNode | Loc, what: str) -> str:
     """A name that becomes a variable of the generated code: valid, and none it uses."""
     name = check_name(name, where, what)
-    if name in RESERVED or name.startswith(("d_", "t_")):
+    if name.startswith(("d_", "t_")):
         raise _fail(
-            f"{what} {name!r} is reserved (names starting with d_ or t_, and {name!r}, "
-            "are used by the generated code)",
+            f"{what} {name!r} is reserved: names starting with d_ or t_ are the generated "
+            "code's own (gradients and temporaries)",
             where,
         )
+    if name in RESERVED:
+        raise _fail(f"{what} {name!r} is reserved: the generated code uses that name", where)
     return name
 
 
@@ -163,10 +165,20 @@ def check_name(name: object, where: YNode | Loc, what: str) -> str:
             "and false unquoted as booleans; put the name in quotes",
             where,
         )
-    if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
+    if isinstance(name, str) and keyword.iskeyword(name):
+        raise _fail(f"{what} {name!r} is a Python keyword: not a name code can use", where)
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        # `{loss: sum(x, axis=0)}`: YAML ends the formula at the comma, and reads the rest
+        # as a key, `axis=0)`
+        split = isinstance(name, str) and any(mark in name for mark in "()=")
         raise _fail(
             f"{what} {shown(name)} is not a valid name "
-            "(letters, digits and _, starting with a letter)",
+            "(letters, digits and _, starting with a letter)"
+            + (
+                "; in a { } mapping, YAML splits a formula at each comma: quote the formula"
+                if split
+                else ""
+            ),
             where,
         )
     return name

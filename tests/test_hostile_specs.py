@@ -740,3 +740,59 @@ def test_a_name_yaml_reads_as_a_boolean_says_so(text: str) -> None:
     with pytest.raises(SpecError, match="YAML 1.1 reads yes, no, on, off, true and false"):
         parse_spec(text, "b.yaml")
     assert parse_spec(text.replace("off", "'off'").replace("yes:", "'yes':"), "b.yaml")
+
+
+@pytest.mark.parametrize(
+    ("formula", "key"), [("sum(x * w, axis=0)", "axis=0)"), ("maximum(x, w)", "w)")]
+)
+def test_a_formula_split_at_its_comma_says_to_quote_it(formula: str, key: str) -> None:
+    """Twelfth review: in `nodes: {loss: sum(x * w, axis=0)}` YAML ends the formula at the
+    comma and reads `axis=0)` as a node's name, which was all the error said."""
+    text = f"name: q\ninputs: {{x: [3]}}\nparams: {{w: [3]}}\nnodes: {{loss: {formula}}}\n"
+    with pytest.raises(SpecError, match=re.escape(f"node {key!r} is not a valid name")) as error:
+        parse_spec(text, "q.yaml")
+    assert str(error.value).endswith("YAML splits a formula at each comma: quote the formula")
+    assert parse_spec(text.replace(formula, f'"{formula}"'), "q.yaml")
+    with pytest.raises(SpecError) as plain:
+        parse_spec(text.replace("{loss:", "{loss-1:").replace(formula, "sum(x)"), "q.yaml")
+    assert "quote" not in str(plain.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("class", "node 'class' is a Python keyword: not a name code can use"),
+        ("lambda", "node 'lambda' is a Python keyword"),
+        ("d_f", "node 'd_f' is reserved: names starting with d_ or t_ are the generated code"),
+        ("np", "node 'np' is reserved: the generated code uses that name"),
+    ],
+)
+def test_a_refused_name_says_why(name: str, message: str) -> None:
+    """Twelfth review: a keyword was "not a valid name (letters, digits and _, ...)",
+    which it is, and `d_f` was reserved as "names starting with d_ or t_, and 'd_f'"."""
+    text = f"name: q\ninputs: {{x: [3]}}\nnodes:\n  {name}: sum(x)\nwrt: [x]\n"
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(text, "q.yaml")
+
+
+def test_a_number_past_pythons_digit_limit_says_so_in_spec_terms() -> None:
+    """Twelfth review: 5000 digits gave Python's advice to call
+    sys.set_int_max_str_digits(), which a spec cannot."""
+    text = f"name: q\ninputs: {{x: [3]}}\nnodes:\n  f: sum(x) * {'9' * 5000}\nwrt: [x]\n"
+    with pytest.raises(SpecError, match="a number of more than 4300 digits$"):
+        compile_text(text, "q.yaml")
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        ("sum(x, 1)", "sum takes 1 argument(s), not 2; the rest go by name: sum(x, axis=...)"),
+        ("sum(log_softmax(x, 0))", "log_softmax takes 1 argument(s), not 2; the rest go by"),
+        ("sum(transpose(x, 1))", "transpose takes 1 argument(s), not 2$"),
+    ],
+)
+def test_an_axis_by_position_says_to_name_it(formula: str, message: str) -> None:
+    """Twelfth review: `sum(z, 1)`, as NumPy takes it, said only that sum takes 1 argument."""
+    text = f"name: q\ninputs: {{x: [2, 3]}}\nnodes:\n  f: {formula}\nwrt: [x]\n"
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        compile_text(text, "q.yaml")
