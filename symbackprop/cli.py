@@ -220,15 +220,18 @@ def _compile(args: argparse.Namespace) -> int:
     # compile everything first: one bad spec leaves every existing file as it was
     outputs: list[tuple[Path, str]] = []
     specs = []
+    origins: list[Spec] = []  # the spec each output is compiled from
     spec_paths = _distinct(args.specs)
     for spec_path in spec_paths:
         spec = load_spec(spec_path)
         specs.append(spec)
         outputs.append((Path(args.output_dir) / f"{spec.name}.py", compile_spec(spec)))
+        origins.append(spec)
         if args.emit_tests:
             from .emit_tests import gradcheck_test_file
 
             outputs.append(gradcheck_test_file(Path(args.output_dir), spec))
+            origins.append(spec)
     seen: dict[Path, str] = {}
     for spec_path, spec in zip(spec_paths, specs, strict=True):
         path = Path(args.output_dir) / f"{spec.name}.py"
@@ -236,7 +239,7 @@ def _compile(args: argparse.Namespace) -> int:
             raise SpecError(f"name {spec.name!r} is also the name of {seen[path]}", spec.name_loc)
         seen[path] = spec_path
     if args.emit_tests:
-        _refuse_clashing_tests([path for path, _ in outputs], specs)
+        _refuse_clashing_tests([path for path, _ in outputs], origins)
     if args.stdout:
         for _, text in outputs:
             sys.stdout.write(text)
@@ -273,13 +276,15 @@ def _distinct(paths: list[str]) -> list[str]:
     return result
 
 
-def _refuse_clashing_tests(paths: list[Path], specs: list[Spec]) -> None:
-    """A spec named test_a_gradcheck would write over the emitted test of spec a (paths
-    come in pairs: each spec's module, then its test)."""
-    for index, path in enumerate(paths):
-        if paths.index(path) != index:
-            spec = specs[index // 2]
+def _refuse_clashing_tests(paths: list[Path], origins: list[Spec]) -> None:
+    """A spec named test_a_gradcheck would write over the emitted test of spec a: the
+    error is at the name of the spec whose output comes second (`origins[i]` made
+    `paths[i]`)."""
+    seen: set[Path] = set()
+    for path, spec in zip(paths, origins, strict=True):
+        if path in seen:
             raise SpecError(f"{path.name} would be both a module and a test", spec.name_loc)
+        seen.add(path)
 
 
 def _same_text(path: Path, text: str) -> bool:
