@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import sys
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -256,7 +257,7 @@ def parse_formula(text: str, loc: Loc, node_name: str) -> Term:
         column = err.offset - 1 if err.offset else len(source.rstrip())
         message = err.msg
         if message.startswith("Exceeds the limit"):  # Python's, with advice for Python code
-            message = "a number of more than 4300 digits"
+            message = f"a number of more than {sys.get_int_max_str_digits()} digits"
         raise SpecError(f"syntax error: {message}", base.shifted(column), node_name) from None
     except (RecursionError, MemoryError, ValueError):
         raise SpecError("the formula nests too deeply or is malformed", base, node_name) from None

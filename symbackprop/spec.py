@@ -169,8 +169,8 @@ def check_name(name: object, where: YNode | Loc, what: str) -> str:
         raise _fail(f"{what} {name!r} is a Python keyword: not a name code can use", where)
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
         # `{loss: sum(x, axis=0)}`: YAML ends the formula at the comma, and reads the rest
-        # as a key, `axis=0)`
-        split = isinstance(name, str) and any(mark in name for mark in "()=")
+        # as a key, `axis=0)`, which closes a parenthesis it does not open
+        split = isinstance(name, str) and name.count(")") > name.count("(")
         raise _fail(
             f"{what} {shown(name)} is not a valid name "
             "(letters, digits and _, starting with a letter)"

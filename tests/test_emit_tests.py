@@ -8,12 +8,15 @@ import mode) and fail against a module whose gradient is wrong.
 from __future__ import annotations
 
 import ast
+import collections
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +66,22 @@ params: {w: [3], v: [3]}
 nodes:
   loss: sum(w * x) + 1e8 + sum(tanh(v) * x)
 """
+# a loss of 1e-9 * ...: an allowance with a floor of 1 (rather than |L|) passed gradients
+# 0.1% off, or 0, there, and warned on right ones at 1e-6 * ...
+TINY_SPEC = """
+name: tiny
+inputs: {x: [4]}
+params: {w: [4]}
+nodes:
+  loss: 1e-9 * sum(w * x * x)
+"""
+# a loss of 1e17 + ...: rounding there is larger than the gradient
+COARSE_SPEC = OFFSET_SPEC.replace("offset", "coarse").replace("1e8", "1e17")
 EXTRA_SPECS = {
     "relu32": RELU32,
     "offset": OFFSET_SPEC,
+    "tiny": TINY_SPEC,
+    "coarse": COARSE_SPEC,
     "labels": LABELS_SPEC,
     "scalar32": SCALAR_SPEC,
     LONG_FILE_NAME: LOGS_SPEC.replace("name: logs", "name: long_logs"),
@@ -126,9 +142,11 @@ def test_emitted_tests_pass(emitted: Path) -> None:
     assert re.search(r"\b\d+ passed\b", completed.stdout)
     assert "failed" not in completed.stdout
     # where the output rounds too coarsely to resolve the tolerance, the test says so
-    coarse = re.findall(r"the gradient of (\w+) is checked only to (\S+):", completed.stdout)
+    coarse = re.findall(r"rounds too coarsely here: (\w+) resolved to (\S+) only", completed.stdout)
     assert {name for name, _ in coarse} == {"w", "v"}
     assert all(1e-6 < float(resolved) < 1e-3 for _, resolved in coarse)
+    # and where it cannot tell right from wrong, it is skipped (the coarse spec's 6)
+    assert re.search(r"\b6 skipped\b", completed.stdout), completed.stdout
 
 
 def test_emitted_tests_pass_in_importlib_mode(emitted: Path) -> None:
@@ -180,7 +198,12 @@ def test_float32_tests_say_why_their_tolerance_is_wider(emitted: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "gradient", "factor"),
-    [("swish_regression", "b1", 1.001), ("relu32", "W2", 1.5), ("offset", "w", 1.001)],
+    [
+        ("swish_regression", "b1", 1.001),
+        ("relu32", "W2", 1.5),
+        ("offset", "w", 1.001),
+        ("tiny", "w", 1.001),
+    ],
 )
 def test_emitted_tests_catch_a_wrong_gradient(
     emitted: Path, tmp_path: Path, name: str, gradient: str, factor: float
@@ -198,6 +221,62 @@ def test_emitted_tests_catch_a_wrong_gradient(
     assert failed == [
         f"test_gradient_matches_finite_differences[{gradient}-{seed}]" for seed in range(3)
     ]
+
+
+def gradient_test_outcomes(
+    emitted: Path, name: str, factor: float, seeds: range = range(20)
+) -> collections.Counter[str]:
+    """How the emitted finite-difference test of spec `name` ends at each seed, for each
+    gradient, with the module's gradients times `factor`: "pass", "warn" (a pass that
+    warns), "skip" or "fail". The test file is imported in this process."""
+    test = importlib.util.spec_from_file_location(
+        f"emitted_{name}", emitted / f"test_{name}_gradcheck.py"
+    )
+    assert test is not None and test.loader is not None
+    tests = importlib.util.module_from_spec(test)
+    test.loader.exec_module(tests)
+    right = tests.module.value_and_grad
+
+    def scaled(*args: object, **kwargs: object) -> tuple[object, dict[str, np.ndarray]]:
+        value, grads = right(*args, **kwargs)
+        return value, {key: factor * grad for key, grad in grads.items()}
+
+    tests.module.value_and_grad = scaled
+    outcomes: collections.Counter[str] = collections.Counter()
+    for seed in seeds:
+        for gradient in tests.module.WRT:
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                try:
+                    tests.test_gradient_matches_finite_differences(gradient, seed)
+                    outcomes["warn" if warned else "pass"] += 1
+                except AssertionError:
+                    outcomes["fail"] += 1
+                except pytest.skip.Exception:
+                    outcomes["skip"] += 1
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("name", "factor", "outcomes"),
+    [
+        ("offset", 1.0, {"warn": 40}),  # 1e8 + ...: right, resolved to ~1e-4
+        ("offset", 1.001, {"fail": 40}),
+        ("tiny", 1.0, {"pass": 20}),  # 1e-9 * ...: no warning, its rounding is 1e-25
+        ("tiny", 1.001, {"fail": 20}),
+        ("tiny", 0.0, {"fail": 20}),
+        ("coarse", 1.0, {"skip": 40}),  # 1e17 + ...: rounding past the gradient itself
+        ("coarse", 0.0, {"skip": 40}),
+    ],
+)
+def test_emitted_tests_count_rounding_by_the_outputs_size(
+    emitted: Path, name: str, factor: float, outcomes: dict[str, int]
+) -> None:
+    """Twelfth review: the rounding allowance had a floor of 1, which let gradients 0.1%
+    off, or 0, pass on a loss of 1e-9 * ...; and on a loss of 1e17 + ... every gradient
+    passed, a zeroed one without a warning. The allowance is eps |L| / h; where it is
+    past a tenth of the gradient, the test is skipped, saying why."""
+    assert gradient_test_outcomes(emitted, name, factor) == outcomes
 
 
 def test_emitted_differences_take_the_step_nearest_the_gradient_past_a_kink(
@@ -222,7 +301,7 @@ def test_emitted_differences_take_the_step_nearest_the_gradient_past_a_kink(
     derivative = namespace["derivative"]
     slope, rounding = derivative(lambda x: abs(x - 1.5e-5), 0.0, -1.0)
     assert slope == pytest.approx(-1.0, rel=1e-9)
-    assert rounding == pytest.approx(22.5 * np.finfo(np.float64).eps / 1e-6)
+    assert rounding == pytest.approx(22.5 * np.finfo(np.float64).eps * 1.5e-5 / 1e-6)
     assert derivative(lambda x: abs(x - 1.5e-5), 0.0, 0.5)[0] != pytest.approx(0.5, rel=1e-3)
 
 
