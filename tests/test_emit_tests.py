@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -295,8 +294,7 @@ def test_emitted_differences_take_the_step_nearest_the_gradient_past_a_kink(
         or isinstance(node, ast.Assign | ast.AnnAssign)
         and ast.unparse(node).split()[0].rstrip(":") in wanted
     ]
-    module = types.SimpleNamespace(DTYPE="float64")
-    namespace: dict[str, object] = {"np": np, "Callable": object, "module": module}
+    namespace: dict[str, object] = {"np": np, "Callable": object}
     exec(compile(ast.Module(kept, []), "emitted", "exec"), namespace)  # our own template
     derivative = namespace["derivative"]
     slope, rounding = derivative(lambda x: abs(x - 1.5e-5), 0.0, -1.0)
