@@ -47,6 +47,23 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
+def _axes_message(name: str, shape: tuple[int, ...]) -> str:
+    """Why input `name`, of `shape`, is refused: not the number of axes of the spec."""
+    return f"{name} has shape {shape}, where the spec gives it {INPUTS[name][0]}"
+
+
+def _input_array(
+    values: npt.ArrayLike, dtype: np.dtype, ndim: int, name: str
+) -> np.ndarray:
+    """`values` as an array of `dtype`, with as many axes as the spec gives the input.
+    NumPy would broadcast one of fewer or more axes into a wrong value with no error: a
+    target of [batch] against predictions of [batch, 1] gives [batch, batch]."""
+    array = np.asarray(values, dtype=dtype)
+    if array.ndim != ndim:
+        raise ValueError(_axes_message(name, array.shape))
+    return array
+
+
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
     """Params drawn from `seed` in spec order: the same seed gives the same params."""
     return {}
@@ -71,10 +88,10 @@ def forward(
     Returns:
         m, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    x = np.asarray(x, dtype=_DTYPE)
-    y = np.asarray(y, dtype=_DTYPE)
-    z = np.asarray(z, dtype=_DTYPE)
-    w = np.asarray(w, dtype=_DTYPE)
+    x = _input_array(x, _DTYPE, 0, "x")
+    y = _input_array(y, _DTYPE, 0, "y")
+    z = _input_array(z, _DTYPE, 0, "z")
+    w = _input_array(w, _DTYPE, 0, "w")
     q = x + y
     f = q * z
     m = np.maximum(f, w)

@@ -41,6 +41,23 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
+def _axes_message(name: str, shape: tuple[int, ...]) -> str:
+    """Why input `name`, of `shape`, is refused: not the number of axes of the spec."""
+    return f"{name} has shape {shape}, where the spec gives it {INPUTS[name][0]}"
+
+
+def _input_array(
+    values: npt.ArrayLike, dtype: np.dtype, ndim: int, name: str
+) -> np.ndarray:
+    """`values` as an array of `dtype`, with as many axes as the spec gives the input.
+    NumPy would broadcast one of fewer or more axes into a wrong value with no error: a
+    target of [batch] against predictions of [batch, 1] gives [batch, batch]."""
+    array = np.asarray(values, dtype=dtype)
+    if array.ndim != ndim:
+        raise ValueError(_axes_message(name, array.shape))
+    return array
+
+
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
     """Params drawn from `seed` in spec order: the same seed gives the same params."""
     return {}
@@ -61,8 +78,8 @@ def forward(
     Returns:
         e, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    a = np.asarray(a, dtype=_DTYPE)
-    b = np.asarray(b, dtype=_DTYPE)
+    a = _input_array(a, _DTYPE, 0, "a")
+    b = _input_array(b, _DTYPE, 0, "b")
     c = a + b
     d = b + 1
     e = c * d

@@ -59,6 +59,11 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
+def _axes_message(name: str, shape: tuple[int, ...]) -> str:
+    """Why input `name`, of `shape`, is refused: not the number of axes of the spec."""
+    return f"{name} has shape {shape}, where the spec gives it {INPUTS[name][0]}"
+
+
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """fan_in, fan_out of a weight shaped [in, out, ...]; a vector counts as both."""
     if len(shape) == 0:
@@ -74,6 +79,18 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     fan_in, fan_out = _fans(shape)
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape).astype(DTYPE)
+
+
+def _input_array(
+    values: npt.ArrayLike, dtype: np.dtype, ndim: int, name: str
+) -> np.ndarray:
+    """`values` as an array of `dtype`, with as many axes as the spec gives the input.
+    NumPy would broadcast one of fewer or more axes into a wrong value with no error: a
+    target of [batch] against predictions of [batch, 1] gives [batch, batch]."""
+    array = np.asarray(values, dtype=dtype)
+    if array.ndim != ndim:
+        raise ValueError(_axes_message(name, array.shape))
+    return array
 
 
 def _ones(length: int, dtype: np.dtype) -> np.ndarray:
@@ -124,8 +141,8 @@ def forward(
     b2 = np.asarray(params["b2"], dtype=_DTYPE)
     W3 = np.asarray(params["W3"], dtype=_DTYPE)
     b3 = np.asarray(params["b3"], dtype=_DTYPE)
-    x = np.asarray(x, dtype=_DTYPE)
-    y = np.asarray(y, dtype=_DTYPE)
+    x = _input_array(x, _DTYPE, 2, "x")
+    y = _input_array(y, _DTYPE, 2, "y")
     s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
@@ -273,7 +290,7 @@ def predict(
     b2 = np.asarray(params["b2"], dtype=_DTYPE)
     W3 = np.asarray(params["W3"], dtype=_DTYPE)
     b3 = np.asarray(params["b3"], dtype=_DTYPE)
-    x = np.asarray(x, dtype=_DTYPE)
+    x = _input_array(x, _DTYPE, 2, "x")
     s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))

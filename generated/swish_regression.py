@@ -53,6 +53,11 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
+def _axes_message(name: str, shape: tuple[int, ...]) -> str:
+    """Why input `name`, of `shape`, is refused: not the number of axes of the spec."""
+    return f"{name} has shape {shape}, where the spec gives it {INPUTS[name][0]}"
+
+
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """fan_in, fan_out of a weight shaped [in, out, ...]; a vector counts as both."""
     if len(shape) == 0:
@@ -68,6 +73,18 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     fan_in, fan_out = _fans(shape)
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape).astype(DTYPE)
+
+
+def _input_array(
+    values: npt.ArrayLike, dtype: np.dtype, ndim: int, name: str
+) -> np.ndarray:
+    """`values` as an array of `dtype`, with as many axes as the spec gives the input.
+    NumPy would broadcast one of fewer or more axes into a wrong value with no error: a
+    target of [batch] against predictions of [batch, 1] gives [batch, batch]."""
+    array = np.asarray(values, dtype=dtype)
+    if array.ndim != ndim:
+        raise ValueError(_axes_message(name, array.shape))
+    return array
 
 
 def _ones(length: int, dtype: np.dtype) -> np.ndarray:
@@ -112,8 +129,8 @@ def forward(
     b1 = np.asarray(params["b1"], dtype=_DTYPE)
     W2 = np.asarray(params["W2"], dtype=_DTYPE)
     b2 = np.asarray(params["b2"], dtype=_DTYPE)
-    x = np.asarray(x, dtype=_DTYPE)
-    y = np.asarray(y, dtype=_DTYPE)
+    x = _input_array(x, _DTYPE, 2, "x")
+    y = _input_array(y, _DTYPE, 2, "y")
     s1 = np.dot(x, W1)
     s1 += b1
     t_h1_0 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))

@@ -510,16 +510,17 @@ def render(optimized: Optimized) -> str:
             _templated_line(name, f"np.asarray({source}, dtype={dtype})")
             for name, source, dtype in params
         ]
+        # inputs are held to the number of axes the spec gives them, which NumPy would
+        # broadcast; labels also to be at least 0, where NumPy reads -1 as the last class
         for item in spec.inputs:
             if item.name not in names:
                 continue
-            dtype = printer.dtype_text(item.dtype)
-            if item.dtype in FLOAT_DTYPES:
-                lines.append(_templated_line(item.name, f"np.asarray({item.name}, dtype={dtype})"))
-            else:  # labels: `_labels` refuses a negative one, which NumPy reads from the end
-                labels = f'_labels({item.name}, {dtype}, "{item.name}")'
-                lines.append(_templated_line(item.name, labels))
-                printer.use_helper("labels")
+            helper = "input_array" if item.dtype in FLOAT_DTYPES else "labels"
+            dtype, axes = printer.dtype_text(item.dtype), len(item.shape)
+            call = f'_{helper}({item.name}, {dtype}, {axes}, "{item.name}")'
+            lines.append(_templated_line(item.name, call))
+            printer.use_helper(helper)
+            printer.use_helper("axes_message")
         return lines
 
     # forward computes what the output and backward need: a value only `predict` returns

@@ -1093,3 +1093,39 @@ def test_returned_values_are_not_the_callers_arrays(name: str, tmp_path: Path) -
             value[...] = 7.0
     assert all(np.array_equal(params[key], before[0][key]) for key in params)
     assert np.array_equal(x, before[1])
+
+
+@pytest.mark.parametrize(
+    ("example", "call", "message"),
+    [
+        # a [batch] target against [batch, 1] predictions: (p - y) was [batch, batch]
+        ("swish_regression", {"x": (5, 4), "y": (5,)}, "y has shape (5,), where the spec"),
+        ("swish_regression", {"x": (4,), "y": (5, 1)}, "x has shape (4,), where the spec"),
+        ("mnist", {"x": (3, 784), "y": (3, 1)}, "y has shape (3, 1), where the spec"),
+        ("mnist", {"x": (784,), "y": (1,)}, "x has shape (784,), where the spec"),
+        ("seed_graph", {"a": (3,), "b": ()}, "a has shape (3,), where the spec gives it ()"),
+    ],
+)
+def test_an_input_of_other_axes_than_the_spec_is_a_value_error(
+    example: str, call: dict[str, tuple[int, ...]], message: str, tmp_path: Path
+) -> None:
+    """Twelfth review: NumPy broadcasts an input of fewer or more axes than its spec's,
+    so a target of [batch] against predictions of [batch, 1] gave the mean over
+    [batch, batch] differences, a wrong loss, and gradients, with no error."""
+    spec = (Path(__file__).parent.parent / "examples" / f"{example}.yaml").read_text()
+    module = compile_module(spec, tmp_path)
+    params = module.init_params(0)
+    inputs = {
+        name: np.zeros(shape, int if module.INPUTS[name][1].startswith("int") else float)
+        for name, shape in call.items()
+    }
+    with pytest.raises(ValueError, match=re.escape(message)):
+        module.value_and_grad(params, **inputs)
+    right = {
+        name: np.zeros(tuple(3 if isinstance(d, str) else d for d in shape), dtype)
+        for name, (shape, dtype) in module.INPUTS.items()
+    }
+    module.value_and_grad(params, **right)
+    if example == "mnist" and len(call["x"]) != 2:  # predict holds x to its axes too
+        with pytest.raises(ValueError, match=re.escape(message)):
+            module.predict(params, x=inputs["x"])
