@@ -59,6 +59,9 @@ def main() -> None:
     net = load_module(args.module)
     if not net.PARAMS:
         sys.exit(f"{args.module} has no params to train")
+    first, (shape, _) = next(iter(net.INPUTS.items()), ("", ((), "")))
+    if len(shape) != 2:  # the synthetic data is a batch of feature rows
+        sys.exit(f"{args.module}: its first input, {first!r}, is not a batch of rows [batch, n]")
     rng = np.random.default_rng(0)
     params = net.init_params(seed=0)
     for step in range(args.steps + 1):

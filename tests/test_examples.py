@@ -9,7 +9,10 @@ DESIGN.md: dtypes, init_params, the constants, predict and the calling conventio
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,6 +22,7 @@ import yaml
 
 from tests.support import (
     EXAMPLES,
+    GENERATED,
     TorchReference,
     central_differences,
     compile_module,
@@ -267,3 +271,33 @@ def test_scalars_as_python_floats(compiled: Compiled, name: str) -> None:
     arrays = module.value_and_grad({}, **{key: np.float64(v) for key, v in floats.items()})
     assert float(value) == float(arrays[0])
     assert all(float(grads[key]) == float(arrays[1][key]) for key in module.WRT)
+
+
+def run_train(module_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / "train.py"), str(module_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("name", ["mlp", "swish_regression", "seed_mlp"])
+def test_train_example_lowers_the_loss(name: str) -> None:
+    """The README's quick start runs examples/train.py on the compiled mlp: its loss,
+    printed every tenth of the steps, falls."""
+    completed = run_train(GENERATED / f"{name}.py", "--steps", "100")
+    assert completed.returncode == 0, completed.stderr
+    losses = [float(line.split()[-1]) for line in completed.stdout.splitlines()]
+    assert len(losses) == 11 and losses[-1] < 0.8 * losses[0], completed.stdout
+
+
+def test_train_example_refuses_a_module_it_cannot_feed(tmp_path: Path) -> None:
+    """Twelfth review: train.py makes a batch of feature rows for the first input; a
+    module whose first input has other axes failed with NumPy's error, and the README
+    said it trained any module."""
+    spec = "name: l3\ninputs: {x: [batch, 4, 3]}\nparams: {w: [3]}\nnodes: {loss: mean(x * w)}\n"
+    path = Path(compile_module(spec, tmp_path).__file__)
+    completed = run_train(path, "--steps", "2")
+    assert completed.returncode == 1
+    assert "its first input, 'x', is not a batch of rows [batch, n]" in completed.stderr
