@@ -158,18 +158,22 @@ def _masked(
     # with no mask (leaky_relu's slope) d * local is inf, as PyTorch has it
     if not all(part.has(Step) for part in parts):
         read = []
-    terms = []
-    changed = False
-    for term in parts:
-        masks, rest = _masks_and_rest(node, term, graph)
-        if masks and _maybe_infinite(node, masks, [rest, *read], graph):
-            terms.append(_under_masks(d * rest, masks))
-            changed = True
-        else:
-            kept = sp.Mul(rest, *masks)
-            changed = changed or kept != term  # a sum within masked by `_masked_within`
-            terms.append(d * kept)
-    return sp.Add(*terms) if changed else None
+    terms = [_masked_term(node, term, graph, d, read) for term in parts]
+    changed = any(is_changed for _, is_changed in terms)
+    return sp.Add(*(term for term, _ in terms)) if changed else None
+
+
+def _masked_term(
+    node: Node, term: sp.Expr, graph: Graph, scale: sp.Expr, read: list[sp.Expr]
+) -> tuple[sp.Expr, bool]:
+    """`scale * term`, under `Masked` for each of its masks where its other factors, or
+    `read`, may be inf where the mask's value is 0; and whether that, or a sum within a
+    factor masked by `_masked_within`, makes it other than the plain product."""
+    masks, rest = _masks_and_rest(node, term, graph)
+    if masks and _maybe_infinite(node, masks, [rest, *read], graph):
+        return _under_masks(scale * rest, masks), True
+    kept = sp.Mul(rest, *masks)
+    return scale * kept, kept != term
 
 
 def _masks_and_rest(node: Node, term: sp.Expr, graph: Graph) -> tuple[list[sp.Expr], sp.Expr]:
@@ -193,14 +197,7 @@ def _masked_within(node: Node, factor: sp.Expr, graph: Graph) -> sp.Expr:
         return sp.Mul(*(_masked_within(node, f, graph) for f in factor.args))
     if not factor.is_Add:
         return factor
-    terms = []
-    for term in factor.args:
-        masks, rest = _masks_and_rest(node, term, graph)
-        if masks and _maybe_infinite(node, masks, [rest], graph):
-            terms.append(_under_masks(rest, masks))
-        else:
-            terms.append(sp.Mul(rest, *masks))
-    return sp.Add(*terms)
+    return sp.Add(*(_masked_term(node, term, graph, sp.S.One, [])[0] for term in factor.args))
 
 
 def _under_masks(value: sp.Expr, masks: list[sp.Expr]) -> sp.Expr:
