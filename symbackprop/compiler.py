@@ -63,8 +63,7 @@ def optimize(program: Program) -> Optimized:
     forward, backward = passes.common_subexpressions(forward, backward)
     forward, backward, recomputed = passes.recompute_elementwise(forward, backward)
     if recomputed:  # the recomputed subexpressions may repeat within the backward pass
-        taken = [s.target for s in forward]
-        backward = passes.common_subexpressions([], backward, taken)[1]
+        backward = _backward_cse(forward, backward)
         forward = passes.inline_single_use(forward, backward)
     forward = passes.shapes_kept(forward, graph)
     backward = passes.batch_sums(backward, graph)
@@ -75,8 +74,7 @@ def optimize(program: Program) -> Optimized:
     # CSE can turn two equal adjoints into `d_a = ...; d_b = d_a`: drop such copies too
     merged = passes.copy_propagation(backward, keep=results, equal_adjoints=True)
     if len(merged) < len(backward):  # the lines now read one adjoint: `d_a * w` may repeat
-        taken = [s.target for s in forward]
-        merged = passes.common_subexpressions([], merged, taken)[1]
+        merged = _backward_cse(forward, merged)
     backward = merged
     backward = passes.own_results(
         backward, {d: leaf for leaf, d in info.grads.items() if d is not None}
@@ -85,6 +83,12 @@ def optimize(program: Program) -> Optimized:
     forward, backward, renames = name_temporaries(forward, backward, namer)
     grads = {leaf: (renames.get(d, d) if d is not None else None) for leaf, d in info.grads.items()}
     return Optimized(program, forward, backward, info, grads, namer)
+
+
+def _backward_cse(forward: list[Statement], backward: list[Statement]) -> list[Statement]:
+    """CSE once more over the backward pass alone, after a pass made new repeats there;
+    its temporaries are named clear of the forward pass's."""
+    return passes.common_subexpressions([], backward, [s.target for s in forward])[1]
 
 
 def _refuse_infinite_constants(statements: list[Statement], program: Program) -> None:
