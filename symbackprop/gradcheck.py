@@ -414,13 +414,14 @@ def _differences(
         for index, wanted in zip(indices, compiled, strict=True):
             f = _LossAlong(module, point, shifted, index)
             x = float(original[index])
+            ulp = EPS * max(1.0, abs(f(x)))  # the unit KINK_SUSPECT and FLAT_ROUNDING count
             noise = rounding_noise(f, x)
-            robust = noise > KINK_SUSPECT * EPS * max(1.0, abs(f(x)))
+            robust = noise > KINK_SUSPECT * ulp
             if robust:  # a kink within the noise's stencils, or a loss that cancels
                 noise = _median_noise(f, x, noise)
             found, agreed = stencil_estimates(f, x, noise=noise)
             rounded = max(noise, _rounding_step(f.values, f(x)))
-            if rounded <= FLAT_ROUNDING * EPS * max(1.0, abs(f(x))) and all(
+            if rounded <= FLAT_ROUNDING * ulp and all(
                 abs(estimate) <= rounding_allowance(rounded, step)
                 for estimate, step in zip(found, STEPS, strict=False)
             ):
