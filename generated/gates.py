@@ -47,21 +47,41 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
-def _axes_message(name: str, shape: tuple[int, ...]) -> str:
-    """Why input `name`, of `shape`, is refused: not the number of axes of the spec."""
-    return f"{name} has shape {shape}, where the spec gives it {INPUTS[name][0]}"
-
-
 def _input_array(
-    values: npt.ArrayLike, dtype: np.dtype, ndim: int, name: str
+    values: npt.ArrayLike, dtype: np.dtype, name: str, shape: tuple[int, ...]
 ) -> np.ndarray:
-    """`values` as an array of `dtype`, with as many axes as the spec gives the input.
-    NumPy would broadcast one of fewer or more axes into a wrong value with no error: a
-    target of [batch] against predictions of [batch, 1] gives [batch, batch]."""
+    """`values` as an array of `dtype`, of `shape`, the shape the spec gives it."""
     array = np.asarray(values, dtype=dtype)
-    if array.ndim != ndim:
-        raise ValueError(_axes_message(name, array.shape))
+    if array.shape != shape:
+        raise ValueError(_shape_message(name, array.shape, shape))
     return array
+
+
+class _AnySize:
+    """Equal to every size: the size of an axis of an input where the spec names a dim
+    that no input checked before it has given a size (the first input of a batch)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+_ANY_SIZE = _AnySize()
+
+
+def _shape_message(name: str, shape: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    """Why input `name`, of `shape`, is refused, where it must have shape `wanted`:
+    NumPy would broadcast it into a wrong value with no error (a target of [batch]
+    against predictions of [batch, 1] gives [batch, batch]; a target of [batch, 5] where
+    the spec says [batch, 1] is spread over 5 columns; a batch of 1 over another)."""
+    dims = INPUTS[name][0]
+    message = f"{name} has shape {shape}, where the spec gives it {dims}"
+    if len(shape) == len(dims):
+        for dim, size, want in zip(dims, shape, wanted, strict=True):
+            if isinstance(dim, str) and size != want:
+                return f"{message}, and {dim} is {want} in an input before it"
+    return message
 
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
@@ -88,10 +108,10 @@ def forward(
     Returns:
         m, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    x = _input_array(x, _DTYPE, 0, "x")
-    y = _input_array(y, _DTYPE, 0, "y")
-    z = _input_array(z, _DTYPE, 0, "z")
-    w = _input_array(w, _DTYPE, 0, "w")
+    x = _input_array(x, _DTYPE, "x", ())
+    y = _input_array(y, _DTYPE, "y", ())
+    z = _input_array(z, _DTYPE, "z", ())
+    w = _input_array(w, _DTYPE, "w", ())
     q = x + y
     f = q * z
     m = np.maximum(f, w)

@@ -59,11 +59,6 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
-def _axes_message(name: str, shape: tuple[int, ...]) -> str:
-    """Why input `name`, of `shape`, is refused: not the number of axes of the spec."""
-    return f"{name} has shape {shape}, where the spec gives it {INPUTS[name][0]}"
-
-
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """fan_in, fan_out of a weight shaped [in, out, ...]; a vector counts as both."""
     if len(shape) == 0:
@@ -82,14 +77,12 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
 
 
 def _input_array(
-    values: npt.ArrayLike, dtype: np.dtype, ndim: int, name: str
+    values: npt.ArrayLike, dtype: np.dtype, name: str, shape: tuple[int, ...]
 ) -> np.ndarray:
-    """`values` as an array of `dtype`, with as many axes as the spec gives the input.
-    NumPy would broadcast one of fewer or more axes into a wrong value with no error: a
-    target of [batch] against predictions of [batch, 1] gives [batch, batch]."""
+    """`values` as an array of `dtype`, of `shape`, the shape the spec gives it."""
     array = np.asarray(values, dtype=dtype)
-    if array.ndim != ndim:
-        raise ValueError(_axes_message(name, array.shape))
+    if array.shape != shape:
+        raise ValueError(_shape_message(name, array.shape, shape))
     return array
 
 
@@ -99,6 +92,46 @@ def _ones(length: int, dtype: np.dtype) -> np.ndarray:
     ones = np.empty(length, dtype=dtype)
     ones.fill(1)
     return ones
+
+
+def _param_array(params: dict[str, npt.ArrayLike], name: str) -> np.ndarray:
+    """`params[name]` as an array of the dtype of the module, of the shape the spec
+    gives it. NumPy would broadcast a param of another shape into a wrong value with no
+    error: a bias of shape (1,) is added to every unit."""
+    array = np.asarray(params[name], dtype=_DTYPE)
+    if array.shape != PARAMS[name]:
+        raise ValueError(
+            f"params[{name!r}] has shape {array.shape}, where the spec gives it "
+            f"{PARAMS[name]}"
+        )
+    return array
+
+
+class _AnySize:
+    """Equal to every size: the size of an axis of an input where the spec names a dim
+    that no input checked before it has given a size (the first input of a batch)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+_ANY_SIZE = _AnySize()
+
+
+def _shape_message(name: str, shape: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    """Why input `name`, of `shape`, is refused, where it must have shape `wanted`:
+    NumPy would broadcast it into a wrong value with no error (a target of [batch]
+    against predictions of [batch, 1] gives [batch, batch]; a target of [batch, 5] where
+    the spec says [batch, 1] is spread over 5 columns; a batch of 1 over another)."""
+    dims = INPUTS[name][0]
+    message = f"{name} has shape {shape}, where the spec gives it {dims}"
+    if len(shape) == len(dims):
+        for dim, size, want in zip(dims, shape, wanted, strict=True):
+            if isinstance(dim, str) and size != want:
+                return f"{message}, and {dim} is {want} in an input before it"
+    return message
 
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
@@ -135,14 +168,14 @@ def forward(
     Returns:
         loss, a float64 scalar, and the cache (a dict of saved arrays).
     """
-    W1 = np.asarray(params["W1"], dtype=_DTYPE)
-    b1 = np.asarray(params["b1"], dtype=_DTYPE)
-    W2 = np.asarray(params["W2"], dtype=_DTYPE)
-    b2 = np.asarray(params["b2"], dtype=_DTYPE)
-    W3 = np.asarray(params["W3"], dtype=_DTYPE)
-    b3 = np.asarray(params["b3"], dtype=_DTYPE)
-    x = _input_array(x, _DTYPE, 2, "x")
-    y = _input_array(y, _DTYPE, 2, "y")
+    W1 = _param_array(params, "W1")
+    b1 = _param_array(params, "b1")
+    W2 = _param_array(params, "W2")
+    b2 = _param_array(params, "b2")
+    W3 = _param_array(params, "W3")
+    b3 = _param_array(params, "b3")
+    x = _input_array(x, _DTYPE, "x", (_ANY_SIZE, 4))
+    y = _input_array(y, _DTYPE, "y", (x.shape[0], 1))
     s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))
@@ -284,13 +317,13 @@ def predict(
     Returns:
         h3: [batch, 1], float64.
     """
-    W1 = np.asarray(params["W1"], dtype=_DTYPE)
-    b1 = np.asarray(params["b1"], dtype=_DTYPE)
-    W2 = np.asarray(params["W2"], dtype=_DTYPE)
-    b2 = np.asarray(params["b2"], dtype=_DTYPE)
-    W3 = np.asarray(params["W3"], dtype=_DTYPE)
-    b3 = np.asarray(params["b3"], dtype=_DTYPE)
-    x = _input_array(x, _DTYPE, 2, "x")
+    W1 = _param_array(params, "W1")
+    b1 = _param_array(params, "b1")
+    W2 = _param_array(params, "W2")
+    b2 = _param_array(params, "b2")
+    W3 = _param_array(params, "W3")
+    b3 = _param_array(params, "b3")
+    x = _input_array(x, _DTYPE, "x", (_ANY_SIZE, 4))
     s1 = np.dot(x, W1)
     s1 += b1
     h1 = np.exp(-np.logaddexp(0, -s1))  # stable sigmoid as exp(-logaddexp(0, -x))

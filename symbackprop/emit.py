@@ -40,7 +40,7 @@ from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, Masked, MatrixProduct
 from .passes import dead_code, shares_an_array
 from .passes.inplace import InPlace, in_place_updates, is_fresh
 from .printer import NumpyPrinter, number_literal, stability_note
-from .spec import FLOAT_DTYPES, ParamSpec, Spec, code_name, init_arguments
+from .spec import FLOAT_DTYPES, InputSpec, ParamSpec, Spec, code_name, init_arguments
 
 
 @dataclass
@@ -446,6 +446,24 @@ def _returned(key: str, leaf: sp.Symbol, adjoint: sp.Symbol | None, graph: Graph
     return Entry(key, adjoint.name, "", "")
 
 
+def _wanted_shape(item: InputSpec, sizes: dict[str, str]) -> str:
+    """The shape input `item` must have, as code: a fixed dim's number; a named dim's size
+    in the first input that has it (`x.shape[0]`), or `_ANY_SIZE` in that first input (the
+    values it is made from may not have a shape yet, so two axes of one input that a dim
+    names are not compared). Adds the named dims `item` gives a size first to `sizes`."""
+    parts, first = [], {}
+    for axis, dim in enumerate(item.shape):
+        if isinstance(dim, int):
+            parts.append(str(dim))
+        elif dim in sizes:
+            parts.append(sizes[dim])
+        else:
+            parts.append("_ANY_SIZE")
+            first.setdefault(dim, f"{item.name}.shape[{axis}]")
+    sizes.update(first)
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
 def _handed_back(forward: list[Statement], value: sp.Symbol) -> str:
     """What `return` hands the caller for `value`: a copy where it may be the caller's
     own param or input, or a view of one (`loss = x`, `predict: w`), which the caller
@@ -500,27 +518,27 @@ def render(optimized: Optimized) -> str:
     free_used_up(backward_lines, freeable.__contains__)
 
     def setup(names: set[str]) -> list[Line]:
-        """The params and inputs a block reads, each converted once to its dtype."""
-        params = [
-            (code_name(param.name), f'params["{param.name}"]', printer.dtype_text(spec.dtype))
+        """The params and inputs a block reads, each converted once to its dtype and held to
+        the shape the spec gives it, which NumPy would broadcast into a wrong value."""
+        lines = [
+            _templated_line(code_name(param.name), f'_param_array(params, "{param.name}")')
             for param in spec.params
             if code_name(param.name) in names
         ]
-        lines = [
-            _templated_line(name, f"np.asarray({source}, dtype={dtype})")
-            for name, source, dtype in params
-        ]
-        # inputs are held to the number of axes the spec gives them, which NumPy would
-        # broadcast; labels also to be at least 0, where NumPy reads -1 as the last class
+        if lines:
+            printer.use_helper("param_array")
+        # a named dim has one size across the inputs; labels are also held to be at least 0,
+        # where NumPy reads -1 as the last class
+        sizes: dict[str, str] = {}  # each named dim's size, as the first input gives it
         for item in spec.inputs:
             if item.name not in names:
                 continue
             helper = "input_array" if item.dtype in FLOAT_DTYPES else "labels"
-            dtype, axes = printer.dtype_text(item.dtype), len(item.shape)
-            call = f'_{helper}({item.name}, {dtype}, {axes}, "{item.name}")'
+            dtype, wanted = printer.dtype_text(item.dtype), _wanted_shape(item, sizes)
+            call = f'_{helper}({item.name}, {dtype}, "{item.name}", {wanted})'
             lines.append(_templated_line(item.name, call))
             printer.use_helper(helper)
-            printer.use_helper("axes_message")
+            printer.use_helper("shape_message")
         return lines
 
     # forward computes what the output and backward need: a value only `predict` returns

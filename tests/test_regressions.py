@@ -1104,6 +1104,17 @@ def test_returned_values_are_not_the_callers_arrays(name: str, tmp_path: Path) -
         ("mnist", {"x": (3, 784), "y": (3, 1)}, "y has shape (3, 1), where the spec"),
         ("mnist", {"x": (784,), "y": (1,)}, "x has shape (784,), where the spec"),
         ("seed_graph", {"a": (3,), "b": ()}, "a has shape (3,), where the spec gives it ()"),
+        # a target of [batch, 5] where the spec says [batch, 1]: (p - y) was [batch, 5]
+        ("swish_regression", {"x": (5, 4), "y": (5, 5)}, "y has shape (5, 5), where the spec"),
+        # one target for a batch of 5: it was broadcast over the batch
+        (
+            "swish_regression",
+            {"x": (5, 4), "y": (1, 1)},
+            "y has shape (1, 1), where the spec gives it ('batch', 1), and batch is 5 in an "
+            "input before it",
+        ),
+        ("mnist", {"x": (3, 784), "y": (4,)}, "and batch is 3 in an input before it"),
+        ("mnist", {"x": (3, 783), "y": (3,)}, "x has shape (3, 783), where the spec"),
     ],
 )
 def test_an_input_of_other_axes_than_the_spec_is_a_value_error(
@@ -1111,7 +1122,9 @@ def test_an_input_of_other_axes_than_the_spec_is_a_value_error(
 ) -> None:
     """Twelfth review: NumPy broadcasts an input of fewer or more axes than its spec's,
     so a target of [batch] against predictions of [batch, 1] gave the mean over
-    [batch, batch] differences, a wrong loss, and gradients, with no error."""
+    [batch, batch] differences, a wrong loss, and gradients, with no error. And, a
+    leftover of that review, one of the axes but other sizes: a target of [batch, 5] for
+    [batch, 1], or a batch of 1 beside a batch of 5, was broadcast too."""
     spec = (Path(__file__).parent.parent / "examples" / f"{example}.yaml").read_text()
     module = compile_module(spec, tmp_path)
     params = module.init_params(0)
@@ -1126,6 +1139,34 @@ def test_an_input_of_other_axes_than_the_spec_is_a_value_error(
         for name, (shape, dtype) in module.INPUTS.items()
     }
     module.value_and_grad(params, **right)
-    if example == "mnist" and len(call["x"]) != 2:  # predict holds x to its axes too
+    if example == "mnist" and message.startswith("x has"):  # predict holds x to its shape
         with pytest.raises(ValueError, match=re.escape(message)):
             module.predict(params, x=inputs["x"])
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("b1", (1,)), ("b1", ()), ("W1", (256, 784)), ("W2", (256,)), ("b2", (5, 10))],
+)
+def test_a_param_of_another_shape_than_the_spec_is_a_value_error(
+    name: str, shape: tuple[int, ...], tmp_path: Path
+) -> None:
+    """A leftover of the twelfth review: params were converted, not checked, so a bias of
+    shape (1,) or () was added to every unit, a wrong loss and no error (and a bias
+    gradient of the spec's shape, which hid it)."""
+    spec = (Path(__file__).parent.parent / "examples" / "mlp.yaml").read_text()
+    module = compile_module(spec, tmp_path)
+    params = module.init_params(0)
+    x, y = np.ones((5, 784)), np.arange(5)
+    params[name] = np.ones(shape)
+    wanted = module.PARAMS[name]
+    message = f"params['{name}'] has shape {shape}, where the spec gives it {wanted}"
+    for call in (
+        lambda: module.value_and_grad(params, x, y),
+        lambda: module.forward(params, x, y),
+        lambda: module.predict(params, x),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()
+    params[name] = np.ones(wanted).tolist()  # any array-like of the shape is taken
+    module.value_and_grad(params, x, y)
