@@ -96,18 +96,37 @@ def _input_array(
 def _labels(
     values: npt.ArrayLike, dtype: npt.DTypeLike, name: str, shape: tuple[int, ...]
 ) -> np.ndarray:
-    """`values` as an array of class indices, of `shape`, the shape the spec gives the
-    input. NumPy reads a negative index from the end (-1 as the last class): a negative
-    label would give a wrong loss and no error. A label past the last class is an
-    IndexError where it is read. For a batch of labels `argmin` finds the least in a
+    """`values` as an array of class indices of `dtype`, of `shape`, the shape the spec
+    gives the input. NumPy reads a negative index from the end (-1 as the last class): a
+    negative label would give a wrong loss and no error. A label past the last class is
+    an IndexError where it is read. For a batch of labels `argmin` finds the least in a
     quarter of the time of `min` (0.15 us against 0.7)."""
-    labels = np.asarray(values, dtype=dtype)
+    labels = np.asarray(values)
+    if labels.dtype != dtype:
+        labels = _class_indices(labels, dtype, name)
     if labels.shape != shape:
         raise ValueError(_shape_message(name, labels.shape, shape))
     if labels.size and labels.item(labels.argmin()) < 0:
         least = labels.item(labels.argmin())
         raise IndexError(f"{name}: label {least} is negative; classes count from 0")
     return labels
+
+
+def _class_indices(labels: np.ndarray, dtype: npt.DTypeLike, name: str) -> np.ndarray:
+    """`labels` cast to `dtype`, where each keeps its value. NumPy would cast a label of
+    1.7 to class 1, -0.5 to class 0 and 2**32 to class 0 of int32, with no error."""
+    if labels.dtype.kind not in "biuf":  # NumPy would parse text, as "1" to 1
+        raise ValueError(f"{name}: labels are class indices, not {labels.dtype}")
+    with np.errstate(invalid="ignore"):  # NaN and inf cast to a number: refused below
+        indices = labels.astype(dtype)
+    kept = indices == labels
+    if not np.all(kept):
+        value = labels[~kept].flat[0].item()
+        raise ValueError(
+            f"{name}: label {value} is not a class index, a whole number in "
+            f"{np.dtype(dtype)}"
+        )
+    return indices
 
 
 def _log_softmax(
