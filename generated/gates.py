@@ -48,11 +48,16 @@ _ZERO = np.zeros((), dtype=_DTYPE)
 
 
 def _input_array(
-    values: npt.ArrayLike, dtype: np.dtype, name: str, shape: tuple[int, ...]
+    values: npt.ArrayLike,
+    dtype: np.dtype,
+    name: str,
+    shape: tuple[int | _AnySize, ...],
+    same: tuple[tuple[int, int], ...] = (),
 ) -> np.ndarray:
-    """`values` as an array of `dtype`, of `shape`, the shape the spec gives it."""
+    """`values` as an array of `dtype`, of `shape`, the shape the spec gives it, with
+    the axes of each pair of `same` of one size."""
     array = np.asarray(values, dtype=dtype)
-    if array.shape != shape:
+    if array.shape != shape or same and _unequal_axes(array.shape, same):
         raise ValueError(_shape_message(name, array.shape, shape))
     return array
 
@@ -70,7 +75,14 @@ class _AnySize:
 _ANY_SIZE = _AnySize()
 
 
-def _shape_message(name: str, shape: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+def _unequal_axes(shape: tuple[int, ...], same: tuple[tuple[int, int], ...]) -> bool:
+    """Whether two axes that the spec gives one named dim (`[n, n]`) differ in size."""
+    return any(shape[first] != shape[other] for first, other in same)
+
+
+def _shape_message(
+    name: str, shape: tuple[int, ...], wanted: tuple[int | _AnySize, ...]
+) -> str:
     """Why input `name`, of `shape`, is refused, where it must have shape `wanted`:
     NumPy would broadcast it into a wrong value with no error (a target of [batch]
     against predictions of [batch, 1] gives [batch, batch]; a target of [batch, 5] where

@@ -78,27 +78,37 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
 
 
 def _input_array(
-    values: npt.ArrayLike, dtype: np.dtype, name: str, shape: tuple[int, ...]
+    values: npt.ArrayLike,
+    dtype: np.dtype,
+    name: str,
+    shape: tuple[int | _AnySize, ...],
+    same: tuple[tuple[int, int], ...] = (),
 ) -> np.ndarray:
-    """`values` as an array of `dtype`, of `shape`, the shape the spec gives it."""
+    """`values` as an array of `dtype`, of `shape`, the shape the spec gives it, with
+    the axes of each pair of `same` of one size."""
     array = np.asarray(values, dtype=dtype)
-    if array.shape != shape:
+    if array.shape != shape or same and _unequal_axes(array.shape, same):
         raise ValueError(_shape_message(name, array.shape, shape))
     return array
 
 
 def _labels(
-    values: npt.ArrayLike, dtype: npt.DTypeLike, name: str, shape: tuple[int, ...]
+    values: npt.ArrayLike,
+    dtype: npt.DTypeLike,
+    name: str,
+    shape: tuple[int | _AnySize, ...],
+    same: tuple[tuple[int, int], ...] = (),
 ) -> np.ndarray:
     """`values` as an array of class indices of `dtype`, of `shape`, the shape the spec
-    gives the input. NumPy reads a negative index from the end (-1 as the last class): a
-    negative label would give a wrong loss and no error. A label past the last class is
-    an IndexError where it is read. For a batch of labels `argmin` finds the least in a
-    quarter of the time of `min` (0.15 us against 0.7)."""
+    gives the input, with the axes of each pair of `same` of one size. NumPy reads a
+    negative index from the end (-1 as the last class): a negative label would give a
+    wrong loss and no error. A label past the last class is an IndexError where it is
+    read. For a batch of labels `argmin` finds the least in a quarter of the time of
+    `min` (0.15 us against 0.7)."""
     labels = np.asarray(values)
     if labels.dtype != dtype:
         labels = _class_indices(labels, dtype, name)
-    if labels.shape != shape:
+    if labels.shape != shape or same and _unequal_axes(labels.shape, same):
         raise ValueError(_shape_message(name, labels.shape, shape))
     if labels.size and labels.item(labels.argmin()) < 0:
         least = labels.item(labels.argmin())
@@ -233,7 +243,14 @@ class _AnySize:
 _ANY_SIZE = _AnySize()
 
 
-def _shape_message(name: str, shape: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+def _unequal_axes(shape: tuple[int, ...], same: tuple[tuple[int, int], ...]) -> bool:
+    """Whether two axes that the spec gives one named dim (`[n, n]`) differ in size."""
+    return any(shape[first] != shape[other] for first, other in same)
+
+
+def _shape_message(
+    name: str, shape: tuple[int, ...], wanted: tuple[int | _AnySize, ...]
+) -> str:
     """Why input `name`, of `shape`, is refused, where it must have shape `wanted`:
     NumPy would broadcast it into a wrong value with no error (a target of [batch]
     against predictions of [batch, 1] gives [batch, batch]; a target of [batch, 5] where

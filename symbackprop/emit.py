@@ -446,12 +446,13 @@ def _returned(key: str, leaf: sp.Symbol, adjoint: sp.Symbol | None, graph: Graph
     return Entry(key, adjoint.name, "", "")
 
 
-def _wanted_shape(item: InputSpec, sizes: dict[str, str]) -> str:
-    """The shape input `item` must have, as code: a fixed dim's number; a named dim's size
-    in the first input that has it (`x.shape[0]`), or `_ANY_SIZE` in that first input (the
-    values it is made from may not have a shape yet, so two axes of one input that a dim
-    names are not compared). Adds the named dims `item` gives a size first to `sizes`."""
-    parts, first = [], {}
+def _wanted_shape(item: InputSpec, sizes: dict[str, str]) -> list[str]:
+    """The shape input `item` must have, as the arguments of its check: a tuple of a fixed
+    dim's number, a named dim's size in the first input that has it (`x.shape[0]`), and
+    `_ANY_SIZE` in that first input; then, where that first input names a dim twice
+    (`[n, n]`), the pairs of its axes that must be equal. Adds the named dims `item` gives
+    a size first to `sizes`."""
+    parts, first, same = [], {}, []
     for axis, dim in enumerate(item.shape):
         if isinstance(dim, int):
             parts.append(str(dim))
@@ -459,9 +460,18 @@ def _wanted_shape(item: InputSpec, sizes: dict[str, str]) -> str:
             parts.append(sizes[dim])
         else:
             parts.append("_ANY_SIZE")
-            first.setdefault(dim, f"{item.name}.shape[{axis}]")
-    sizes.update(first)
-    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+            if dim in first:
+                same.append(f"({first[dim]}, {axis})")
+            first.setdefault(dim, axis)
+    sizes.update({dim: f"{item.name}.shape[{axis}]" for dim, axis in first.items()})
+    arguments = [_tuple_text(parts)]
+    if same:
+        arguments.append(_tuple_text(same))
+    return arguments
+
+
+def _tuple_text(items: list[str]) -> str:
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def _handed_back(forward: list[Statement], value: sp.Symbol) -> str:
@@ -534,8 +544,9 @@ def render(optimized: Optimized) -> str:
             if item.name not in names:
                 continue
             helper = "input_array" if item.dtype in FLOAT_DTYPES else "labels"
-            dtype, wanted = printer.dtype_text(item.dtype), _wanted_shape(item, sizes)
-            call = f'_{helper}({item.name}, {dtype}, "{item.name}", {wanted})'
+            dtype = printer.dtype_text(item.dtype)
+            arguments = [item.name, dtype, f'"{item.name}"', *_wanted_shape(item, sizes)]
+            call = f"_{helper}({', '.join(arguments)})"
             lines.append(_templated_line(item.name, call))
             printer.use_helper(helper)
             printer.use_helper("shape_message")

@@ -355,8 +355,8 @@ def argument_lines(arguments: list[str], depth: int) -> list[str] | None:
     """A call's arguments one a line with a trailing comma (none after a sole argument),
     one step in from the call (itself `depth` steps in from the statement's indentation),
     as ruff writes them; an argument too long for its line broken too: a call or a
-    subscript inside its brackets, an operator expression before each operator. None
-    where an argument breaks neither way."""
+    subscript inside its brackets, a tuple one item a line, an operator expression before
+    each operator. None where an argument breaks no such way."""
     step, width = " " * INDENT, LINE_LIMIT - (depth + 2) * INDENT
     comma = "," if len(arguments) > 1 else ""
     lines = []
@@ -365,6 +365,11 @@ def argument_lines(arguments: list[str], depth: int) -> list[str] | None:
             broken: list[str] | None = [argument]
         elif (head := _single_call(argument)) and argument[head.end() : -1]:
             broken = call_lines(argument, depth + 1)
+        elif argument.startswith("(") and _last_group(argument) == 0:  # a tuple: an input shape
+            items = [item for item in top_level_arguments(argument[1:-1]) if item]
+            broken = ["(", *(f"{step}{item}," for item in items), ")"]
+            if any(len(line) > width for line in broken):
+                broken = None
         else:
             broken = operand_lines(argument) or None
             if broken and any(len(line) > width for line in broken[:-1] + [broken[-1] + comma]):

@@ -11,7 +11,6 @@ in every input that has it.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -21,15 +20,15 @@ from hypothesis import strategies as st
 
 from tests.support import compile_module
 
-# a [n, 3], b [n, m], c [m]: n is given first by a, m by b; every value is read
+# s [k, k], a [n, 3], b [n, m], c [m]: k is given by s, twice; n first by a, m by b
 SPEC = """
 name: shared_dims
-inputs: {a: [n, 3], b: [n, m], c: [m]}
+inputs: {s: [k, k], a: [n, 3], b: [n, m], c: [m]}
 params: {w: [3]}
 nodes:
-  loss: sum(a * w) + sum(b * c)
+  loss: sum(s) + sum(a * w) + sum(b * c)
 """
-DIMS = {"a": ("n", 3), "b": ("n", "m"), "c": ("m",)}
+DIMS = {"s": ("k", "k"), "a": ("n", 3), "b": ("n", "m"), "c": ("m",)}
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +44,8 @@ def _refused(shapes: dict[str, tuple[int, ...]]) -> str | None:
         if len(shape) != len(dims):
             return name
         for dim, size in zip(dims, shape, strict=True):
-            if isinstance(dim, int) and size != dim:
+            if size != (dim if isinstance(dim, int) else sizes.setdefault(dim, size)):
                 return name
-        if any(sizes.get(dim, size) != size for dim, size in zip(dims, shape, strict=True)):
-            return name
-        sizes.update((dim, size) for dim, size in zip(dims, shape, strict=True))
     return None
 
 
@@ -57,19 +53,24 @@ SHAPES = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
 
 
 @settings(max_examples=150, deadline=None)
-@given(a=SHAPES, b=SHAPES, c=SHAPES, near=st.booleans())
+@given(s=SHAPES, a=SHAPES, b=SHAPES, c=SHAPES, near=st.booleans())
 def test_an_input_is_taken_exactly_when_its_shape_is_the_spec_s(
-    module: ModuleType, a: tuple[int, ...], b: tuple[int, ...], c: tuple[int, ...], near: bool
+    module: ModuleType,
+    s: tuple[int, ...],
+    a: tuple[int, ...],
+    b: tuple[int, ...],
+    c: tuple[int, ...],
+    near: bool,
 ) -> None:
     if near:  # most drawn shapes are far off: also try ones of the right axes
-        a, b, c = (a + (2, 3))[-2:], (b + (2, 2))[-2:], (c + (2,))[-1:]
-    shapes = {"a": a, "b": b, "c": c}
+        s, a, b, c = (s + (2, 2))[:2], (a + (2, 3))[:2], (b + (2, 2))[:2], (c + (2,))[:1]
+    shapes = {"s": s, "a": a, "b": b, "c": c}
     inputs = {name: np.ones(shape) for name, shape in shapes.items()}
     params = {"w": np.ones(3)}
     refused = _refused(shapes)
     if refused is None:
         loss, grads = module.value_and_grad(params, **inputs)
-        assert loss == 3 * np.prod(a[:1]) + np.prod(b)
+        assert loss == np.prod(s) + 3 * np.prod(a[:1]) + np.prod(b)
         assert grads["w"].shape == (3,)
         return
     message = f"{refused} has shape {shapes[refused]}, where the spec gives it"
@@ -79,13 +80,19 @@ def test_an_input_is_taken_exactly_when_its_shape_is_the_spec_s(
 
 def test_the_message_names_the_dim_and_its_size(module: ModuleType) -> None:
     with pytest.raises(ValueError) as raised:
-        module.forward({"w": np.ones(3)}, a=np.ones((4, 3)), b=np.ones((1, 2)), c=np.ones(2))
+        module.forward(
+            {"w": np.ones(3)}, s=np.ones((2, 2)), a=np.ones((4, 3)), b=np.ones((1, 2)), c=np.ones(2)
+        )
     assert str(raised.value) == (
         "b has shape (1, 2), where the spec gives it ('n', 'm'), and n is 4 in an input before it"
     )
 
 
-def test_a_dim_size_comes_from_the_first_input_that_has_it() -> None:
-    source = (Path(__file__).parent.parent / "generated" / "mlp.py").read_text()
-    assert 'x = _input_array(x, _DTYPE, "x", (_ANY_SIZE, 784))' in source
-    assert 'y = _labels(y, np.int64, "y", (x.shape[0],))' in source
+def test_two_axes_of_one_dim_are_compared_in_the_first_input(module: ModuleType) -> None:
+    """Thirteenth review: in the first input that names a dim twice, `[k, k]`, each axis
+    was any size, so a non-square s was broadcast as before."""
+    right = {"a": np.ones((4, 3)), "b": np.ones((4, 2)), "c": np.ones(2)}
+    with pytest.raises(ValueError, match=re.escape("s has shape (2, 1), where the spec")):
+        module.value_and_grad({"w": np.ones(3)}, s=np.ones((2, 1)), **right)
+    with pytest.raises(ValueError, match=re.escape("s has shape (1, 2), where the spec")):
+        module.forward({"w": np.ones(3)}, s=np.ones((1, 2)), **right)

@@ -199,6 +199,21 @@ nodes:
     + mean(preactivation_of_the_hidden_layer_n1)
 """,
     "side_prediction": SIDE_PREDICTION_SPEC,
+    # (thirteenth review) an input check whose wanted shape, three dims of another input,
+    # is past a line: ruff breaks the tuple one item a line; and two [n, n] inputs
+    "long_input_shapes": """
+name: long_input_shapes
+inputs:
+  encoder_states_x: [batch, time, heads, 8]
+  attention_mask: [batch, time, heads, 1]
+  pairwise_scores_of_the_heads_matrix: [heads, heads]
+  other_scores_of_the_heads: [heads, heads]
+params: {w: [8]}
+nodes:
+  loss: >-
+    sum(encoder_states_x * attention_mask * w) + sum(pairwise_scores_of_the_heads_matrix)
+    + sum(other_scores_of_the_heads)
+""",
     # cross-entropy of long names: the picked sum goes to a line of its own (the mean), or
     # breaks inside its call (the sum)
     "long_cross_entropy": """
