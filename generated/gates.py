@@ -47,6 +47,15 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
+def _grad_output(value: npt.ArrayLike, dtype: np.dtype) -> np.generic:
+    """`value` as a scalar of `dtype`: dL/d(the output), a scalar as the output is.
+    NumPy would broadcast an array over the adjoints into wrong gradients, no error."""
+    seed = np.asarray(value, dtype=dtype)
+    if seed.shape:
+        raise ValueError(f"grad_output is a scalar, as the output is: not {seed.shape}")
+    return seed[()]
+
+
 def _input_array(
     values: npt.ArrayLike,
     dtype: np.dtype,
@@ -157,7 +166,7 @@ def backward(
     w = cache["w"]
     q = cache["q"]
     f = cache["f"]
-    d_m = np.float64(grad_output)
+    d_m = _grad_output(grad_output, _DTYPE)
     # computed once for dL/dw and dL/df
     t_w_0 = f - w
     # dL/dw = dL/dm * dm/dw = dL/dm * [-f + w > 0]

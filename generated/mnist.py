@@ -83,6 +83,15 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return rng.uniform(-limit, limit, size=shape).astype(DTYPE)
 
 
+def _grad_output(value: npt.ArrayLike, dtype: np.dtype) -> np.generic:
+    """`value` as a scalar of `dtype`: dL/d(the output), a scalar as the output is.
+    NumPy would broadcast an array over the adjoints into wrong gradients, no error."""
+    seed = np.asarray(value, dtype=dtype)
+    if seed.shape:
+        raise ValueError(f"grad_output is a scalar, as the output is: not {seed.shape}")
+    return seed[()]
+
+
 def _input_array(
     values: npt.ArrayLike,
     dtype: np.dtype,
@@ -363,7 +372,7 @@ def backward(
     h1 = cache["h1"]
     h2 = cache["h2"]
     t_loss_0 = cache["t_loss_0"]
-    d_loss = np.float32(grad_output)
+    d_loss = _grad_output(grad_output, _DTYPE)
     # dL/ds3 = (softmax(s3) - one_hot(y)) * dL/dloss / n (fused log_softmax)
     d_s3 = _probs_minus_one_hot(t_loss_0, y, d_loss / y.size, _ONE_HOT_ROWS_10)
     # ones @ d sums the rows of d in one BLAS call

@@ -41,6 +41,15 @@ _DTYPE = np.dtype(DTYPE)
 _ZERO = np.zeros((), dtype=_DTYPE)
 
 
+def _grad_output(value: npt.ArrayLike, dtype: np.dtype) -> np.generic:
+    """`value` as a scalar of `dtype`: dL/d(the output), a scalar as the output is.
+    NumPy would broadcast an array over the adjoints into wrong gradients, no error."""
+    seed = np.asarray(value, dtype=dtype)
+    if seed.shape:
+        raise ValueError(f"grad_output is a scalar, as the output is: not {seed.shape}")
+    return seed[()]
+
+
 def _input_array(
     values: npt.ArrayLike,
     dtype: np.dtype,
@@ -139,7 +148,7 @@ def backward(
     """
     c = cache["c"]
     d = cache["d"]
-    d_e = np.float64(grad_output)
+    d_e = _grad_output(grad_output, _DTYPE)
     # dL/dd = dL/de * de/dd = dL/de * c
     d_d = c * d_e
     # dL/dc = dL/de * de/dc = dL/de * d

@@ -76,6 +76,15 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return rng.uniform(-limit, limit, size=shape).astype(DTYPE)
 
 
+def _grad_output(value: npt.ArrayLike, dtype: np.dtype) -> np.generic:
+    """`value` as a scalar of `dtype`: dL/d(the output), a scalar as the output is.
+    NumPy would broadcast an array over the adjoints into wrong gradients, no error."""
+    seed = np.asarray(value, dtype=dtype)
+    if seed.shape:
+        raise ValueError(f"grad_output is a scalar, as the output is: not {seed.shape}")
+    return seed[()]
+
+
 def _input_array(
     values: npt.ArrayLike,
     dtype: np.dtype,
@@ -240,7 +249,7 @@ def backward(
     h1 = cache["h1"]
     h2 = cache["h2"]
     h3 = cache["h3"]
-    d_loss = np.float64(grad_output)
+    d_loss = _grad_output(grad_output, _DTYPE)
     # dL/dt_loss_0 = dL/dloss broadcast to t_loss_0's shape
     d_t_loss_0 = np.broadcast_to(d_loss, y.shape)
     # dL/dh3 = dL/dt_loss_0 * dt_loss_0/dh3 = dL/dt_loss_0 * (2 * h3 - 2 * y)

@@ -512,6 +512,8 @@ def render(optimized: Optimized) -> str:
     saved += [name for name in zero_leaves if name not in saved]
     seed = optimized.backward_info.seed.name
     seed_used = seed in backward_used
+    if seed_used:
+        printer.use_helper("grad_output")
 
     shape_of = _shape_lookup(graph)
     # not the prediction: `predict` runs the lines up to it alone, none that write over it
@@ -631,7 +633,11 @@ def render(optimized: Optimized) -> str:
         "forward": forward_block,
         "saved": saved,
         "restored": [_templated_line(name, f'cache["{name}"]') for name in saved]
-        + ([_templated_line(seed, f"np.{spec.dtype}(grad_output)")] if seed_used else []),
+        + (
+            [_templated_line(seed, f"_grad_output(grad_output, {printer.dtype_text(spec.dtype)})")]
+            if seed_used
+            else []
+        ),
         "backward": backward_lines,
         "backward_frees": any(line.frees for line in backward_lines),
         "masks_by_where": any(s.expr.has(Masked) for s in optimized.backward),

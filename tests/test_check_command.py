@@ -178,13 +178,13 @@ def test_a_wrong_float32_gradient_fails(
     assert re.search(r"^  W2 +\d\.\d\de[-+]\d\d  float32 vs float64 +9\.\d\de-03  FAIL", line), line
 
 
-RAISING_SEED = "    d_loss = np.float64(grad_output) + np.ones(2) @ np.ones(3)\n"
+RAISING_SEED = "    d_loss = _grad_output(grad_output, _DTYPE) + np.ones(2) @ np.ones(3)\n"
 
 
 def break_float64_seed(monkeypatch: pytest.MonkeyPatch, line: str) -> None:
-    """Replace the seed line `d_loss = np.float64(grad_output)` of the float64 module."""
+    """Replace the seed line `d_loss = _grad_output(grad_output, _DTYPE)` of the float64 module."""
     load = gradcheck.load_generated
-    seed = "    d_loss = np.float64(grad_output)\n"
+    seed = "    d_loss = _grad_output(grad_output, _DTYPE)\n"
 
     def load_broken(source: str, name: str) -> types.ModuleType:
         if name.endswith("_float64"):
@@ -221,7 +221,7 @@ def test_generated_code_that_raises_is_reported_not_dumped(
     compiled = compile_text(
         (EXAMPLES / "swish_regression.yaml").read_text(encoding="utf-8"), "s.yaml"
     ).splitlines()
-    number = compiled.index("    d_loss = np.float64(grad_output)") + 1
+    number = compiled.index("    d_loss = _grad_output(grad_output, _DTYPE)") + 1
     assert f"  at swish_regression.py:{number} in backward: {RAISING_SEED.strip()}\n" in output
     assert re.search(r"  at swish_regression\.py:\d+ in value_and_grad: return loss, ", output)
     assert "float64)" not in output  # the spec is float64: one compile, the user's own
@@ -248,7 +248,7 @@ def test_a_float32_specs_error_says_it_was_the_float64_compile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     break_float64_seed(
-        monkeypatch, "    d_loss = np.float64(grad_output) + np.ones(2) @ np.ones(3)\n"
+        monkeypatch, "    d_loss = _grad_output(grad_output, _DTYPE) + np.ones(2) @ np.ones(3)\n"
     )
     code, output = run_check(capsys, write_spec(tmp_path, RELU32, "relu32.yaml"))
     assert code == 1

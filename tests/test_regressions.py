@@ -1211,3 +1211,25 @@ def test_a_param_of_another_shape_than_the_spec_is_a_value_error(
             call()
     params[name] = np.ones(wanted).tolist()  # any array-like of the shape is taken
     module.value_and_grad(params, x, y)
+
+
+def test_grad_output_of_an_array_is_a_value_error(tmp_path: Path) -> None:
+    """Thirteenth review: the seed line `np.float32(grad_output)` kept an array, which
+    was broadcast over the adjoints: `backward(cache, grad_output=np.ones(10))` on the
+    mlp example gave gradients of the right shapes, wrong, with no error. The output is a
+    scalar, so is dL/d(output) (PyTorch: "Mismatch in shape")."""
+    spec = (Path(__file__).parent.parent / "examples" / "mlp.yaml").read_text()
+    module = compile_module(spec, tmp_path)
+    params = module.init_params(0)
+    _, cache = module.forward(params, np.ones((5, 784)), np.arange(5))
+    grads = module.backward(cache)
+    for scale in (2.0, np.float64(2.0), np.array(2.0), 2):
+        scaled = module.backward(cache, grad_output=scale)
+        for name, grad in grads.items():
+            assert scaled[name].dtype == np.float32
+            np.testing.assert_allclose(scaled[name], 2 * grad, rtol=1e-6)
+    for wrong in (np.ones(10), np.ones(1), [2.0], np.ones((5, 10))):
+        shape = np.shape(wrong)
+        message = f"grad_output is a scalar, as the output is: not {shape}"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            module.backward(cache, grad_output=wrong)
