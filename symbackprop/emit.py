@@ -34,6 +34,7 @@ from .linebreak import (
     preferred_wrap,
     string_assignment,
     tuple_entry,
+    tuple_items,
     wrap_for,
 )
 from .ops import ONE_HOT_TABLE_MAX_BYTES, Copy, Masked, MatrixProduct
@@ -82,6 +83,10 @@ class Line:
     @property
     def call_lines(self) -> list[str]:
         return self._laid_out(call_lines(self.text, depth=int(self.wrap == "parenthesized call")))
+
+    @property
+    def tuple_items(self) -> list[str]:
+        return self._laid_out(tuple_items(self.text))
 
     @property
     def operands(self) -> list[str]:

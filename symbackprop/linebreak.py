@@ -91,6 +91,14 @@ def call_parts(text: str) -> tuple[str, str, str]:
     return text[: start + 1], text[start + 1 : -1], text[-1]
 
 
+def tuple_items(text: str) -> list[str] | None:
+    """The items of `text` where it is a tuple, `(a, b)` or `(a,)`; None where it is not."""
+    if not text.startswith("(") or _last_group(text) != 0:
+        return None
+    items = top_level_arguments(text[1:-1])
+    return [item for item in items if item] if len(items) > 1 else None
+
+
 def top_level_arguments(body: str) -> list[str]:
     """A call's arguments: `body` split at the commas outside brackets."""
     cuts = [index for index, character, depth in _depths(body) if character == "," and depth == 0]
@@ -139,6 +147,8 @@ def preferred_wrap(target: str, text: str, operator: str) -> str:
         if _fits_indented(text):
             return "parens"
         return "fluent" if all(_fits_indented(link) for link in chain) else ""
+    if (items := tuple_items(text)) is not None:  # a tuple: ruff writes one item a line
+        return "tuple" if all(_fits_indented(f"{item},") for item in items) else ""
     if text.startswith("(") and not operands:
         if _last_group(text):  # a call after the parentheses: `(h > 0).astype(DTYPE)`
             head, body, _ = call_parts(text)
@@ -365,8 +375,7 @@ def argument_lines(arguments: list[str], depth: int) -> list[str] | None:
             broken: list[str] | None = [argument]
         elif (head := _single_call(argument)) and argument[head.end() : -1]:
             broken = call_lines(argument, depth + 1)
-        elif argument.startswith("(") and _last_group(argument) == 0:  # a tuple: an input shape
-            items = [item for item in top_level_arguments(argument[1:-1]) if item]
+        elif (items := tuple_items(argument)) is not None:  # a tuple, as an input shape
             broken = ["(", *(f"{step}{item}," for item in items), ")"]
             if any(len(line) > width for line in broken):
                 broken = None
@@ -425,9 +434,21 @@ class Entry:
             return ""
         if not self.body:
             return ""  # a name: nothing to break
+        if self.last_call is not None and indent + len(self.last_call[0]) <= LINE_LIMIT:
+            return "last call"  # ruff splits the last brackets first, where the rest fits
         if indent + INDENT + len(self.body) <= LINE_LIMIT:
             return "call"  # even where `"key": f(` alone is too long: ruff breaks the call
         return "arguments" if self.argument_lines is not None else ""
+
+    @property
+    def last_call(self) -> tuple[str, str, str] | None:
+        """The entry split at the call its tail ends in, `.astype(DTYPE)`: the line up to
+        that call's bracket, its arguments, `),`; None where the tail has no call."""
+        opening = self.tail.rfind("(")
+        if opening < 0 or not self.tail.endswith(")"):
+            return None
+        head = f'"{self.key}": {self.head}{self.body}{self.tail[: opening + 1]}'
+        return head, self.tail[opening + 1 : -1], "),"
 
     @property
     def argument_lines(self) -> list[str] | None:

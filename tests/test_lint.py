@@ -199,6 +199,16 @@ nodes:
     + mean(preactivation_of_the_hidden_layer_n1)
 """,
     "side_prediction": SIDE_PREDICTION_SPEC,
+    # (fourteenth review) an init_params entry that fits but for its `.astype(DTYPE)`: ruff
+    # splits that last call
+    "init_entry_last_call": """
+name: init_entry_last_call
+inputs: {x: [batch, 3]}
+params:
+  wwwwwwwwwwwww: {shape: [3], init: normal}
+nodes:
+  o: sum(x * wwwwwwwwwwwww)
+""",
     # (thirteenth review) an input check whose wanted shape, three dims of another input,
     # is past a line: ruff breaks the tuple one item a line; and two [n, n] inputs
     "long_input_shapes": """
@@ -322,21 +332,21 @@ name: long_nested_call
 inputs:
   input_a_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: [n, 3]
   input_b_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: [n, 1]
-params: {param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: [1, 3]}
+params: {param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: [1, 3]}
 nodes:
   node_one_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: >-
     tanh(input_a_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
-    * param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx)
+    * param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx)
   node_two_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: >-
-    (param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
-    - param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx)
+    (param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+    - param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx)
     * input_b_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
   loss: >-
     sum(node_one_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
     * node_two_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx)
     + sum(node_one_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
     * input_b_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx)
-wrt: [param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx]
+wrt: [param_p_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx]
 """,
 }
 _B, _E = "base_param_with_a_long_name_xxxxxxxxxx", "exponent_param_with_a_long_name_xxxxxx"
@@ -347,6 +357,20 @@ _P, _Q, _U = "p" * MAX_VARIABLE_NAME, "q" * MAX_VARIABLE_NAME, "u" * MAX_VARIABL
 # sums on a name (`t.sum(` / `axis=1, keepdims=True` / `).sum(axis=0)`), and entries of
 # names of 70 characters (`"p...": _glorot_uniform(` / `rng,` / `PARAMS[` / ...)
 LONG_FORMAT_ONLY_SPECS |= {
+    # (fourteenth review) a shape tuple past a line: ruff writes it one item a line
+    "long_shape_tuple": """
+name: long_shape_tuple
+inputs: {xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: [batch, 4]}
+params:
+  W: [4, 8]
+  s: []
+nodes:
+  a: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx @ W
+  hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh: leaky_relu(a, 0.2) * s
+  oooooooooooooooooooooooooooooooooooooooooooooo: >-
+    sum(maximum(hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh, s))
+wrt: [xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx]
+""",
     "long_power": f"""
 name: long_power
 params: {{{_B}: [3], {_E}: [3]}}
