@@ -70,6 +70,14 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0] * receptive, shape[1] * receptive
 
 
+def _float_array(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """`array` cast to `dtype`, where its values are real numbers. NumPy would read None
+    as NaN, the text "0.3" as 0.3 and drop the imaginary part of a complex number."""
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} is an array of {array.dtype}, not of real numbers")
+    return array.astype(dtype)
+
+
 def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio, 2010)."""
     fan_in, fan_out = _fans(shape)
@@ -80,7 +88,9 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
 def _grad_output(value: npt.ArrayLike, dtype: np.dtype) -> np.generic:
     """`value` as a scalar of `dtype`: dL/d(the output), a scalar as the output is.
     NumPy would broadcast an array over the adjoints into wrong gradients, no error."""
-    seed = np.asarray(value, dtype=dtype)
+    seed = np.asarray(value)
+    if seed.dtype != dtype:
+        seed = _float_array(seed, dtype, "grad_output")
     if seed.shape:
         raise ValueError(f"grad_output is a scalar, as the output is: not {seed.shape}")
     return seed[()]
@@ -95,7 +105,9 @@ def _input_array(
 ) -> np.ndarray:
     """`values` as an array of `dtype`, of `shape`, the shape the spec gives it, with
     the axes of each pair of `same` of one size."""
-    array = np.asarray(values, dtype=dtype)
+    array = np.asarray(values)
+    if array.dtype != dtype:
+        array = _float_array(array, dtype, name)
     if array.shape != shape or same and _unequal_axes(array.shape, same):
         raise ValueError(_shape_message(name, array.shape, shape))
     return array
@@ -179,7 +191,9 @@ def _param_array(params: dict[str, npt.ArrayLike], name: str) -> np.ndarray:
     """`params[name]` as an array of the dtype of the module, of the shape the spec
     gives it. NumPy would broadcast a param of another shape into a wrong value with no
     error: a bias of shape (1,) is added to every unit."""
-    array = np.asarray(params[name], dtype=_DTYPE)
+    array = np.asarray(params[name])
+    if array.dtype != _DTYPE:
+        array = _float_array(array, _DTYPE, f"params[{name!r}]")
     if array.shape != PARAMS[name]:
         raise ValueError(
             f"params[{name!r}] has shape {array.shape}, where the spec gives it "

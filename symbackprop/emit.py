@@ -519,6 +519,7 @@ def render(optimized: Optimized) -> str:
     seed_used = seed in backward_used
     if seed_used:
         printer.use_helper("grad_output")
+        printer.use_helper("float_array")
 
     shape_of = _shape_lookup(graph)
     # not the prediction: `predict` runs the lines up to it alone, none that write over it
@@ -544,6 +545,7 @@ def render(optimized: Optimized) -> str:
         ]
         if lines:
             printer.use_helper("param_array")
+            printer.use_helper("float_array")
         # a named dim has one size across the inputs; labels are also held to be at least 0,
         # where NumPy reads -1 as the last class
         sizes: dict[str, str] = {}  # each named dim's size, as the first input gives it
@@ -551,6 +553,7 @@ def render(optimized: Optimized) -> str:
             if item.name not in names:
                 continue
             helper = "input_array" if item.dtype in FLOAT_DTYPES else "labels"
+            printer.use_helper("float_array")
             dtype = printer.dtype_text(item.dtype)
             arguments = [item.name, dtype, f'"{item.name}"', *_wanted_shape(item, sizes)]
             call = f"_{helper}({', '.join(arguments)})"

@@ -1233,3 +1233,36 @@ def test_grad_output_of_an_array_is_a_value_error(tmp_path: Path) -> None:
         message = f"grad_output is a scalar, as the output is: not {shape}"
         with pytest.raises(ValueError, match=re.escape(message)):
             module.backward(cache, grad_output=wrong)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [None, "0.3", 0.3 + 0j, [0.1, None, 0.2]],
+    ids=["None", "text", "complex", "a list holding None"],
+)
+def test_a_float_value_that_is_no_real_number_is_a_value_error(
+    wrong: object, tmp_path: Path
+) -> None:
+    """Fourteenth review: float inputs, params and grad_output were converted as NumPy
+    converts, so None became NaN (a NaN loss, no error), the text "0.3" was 0.3 and a
+    complex number lost its imaginary part with a ComplexWarning. Labels refused these
+    already; now every float value does, naming it."""
+    spec = "name: f\ninputs: {x: [3], c: []}\nparams: {w: [3]}\nnodes: {loss: sum(x * w) * c}\n"
+    module = compile_module(spec, tmp_path)
+    params, x = {"w": np.ones(3)}, np.ones(3)
+    shaped = [wrong] * 3 if not isinstance(wrong, list) else wrong
+    scalar = wrong if not isinstance(wrong, list) else None
+    calls = {
+        "x": lambda: module.value_and_grad(params, x=shaped, c=1.0),
+        "c": lambda: module.value_and_grad(params, x=x, c=scalar),
+        "params['w']": lambda: module.value_and_grad({"w": shaped}, x=x, c=1.0),
+        "grad_output": lambda: module.backward(
+            module.forward(params, x=x, c=1.0)[1], grad_output=scalar
+        ),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=re.escape(f"{name} is an array of ")):
+            call()
+    for right in (1, True, np.float32(0.5), np.array(2.0)):  # numbers of any real dtype
+        loss, _ = module.value_and_grad({"w": [right] * 3}, x=[right] * 3, c=right)
+        assert loss == 3 * float(right) ** 3
