@@ -76,8 +76,25 @@ nodes:
 """
 # a loss of 1e17 + ...: rounding there is larger than the gradient
 COARSE_SPEC = OFFSET_SPEC.replace("offset", "coarse").replace("1e8", "1e17")
+# (fourteenth review) float32 through five sigmoid layers: the first layers' gradients
+# are 1e-4 to 1e-3 of a loss of about 1, below what float32 differences resolve; with no
+# rounding allowance in float32 right gradients failed
+SIGMOID32_SPEC = """
+name: sigmoid32
+dtype: float32
+inputs: {x: [batch, 4], y: [batch, 1]}
+layers:
+  - {dense: 4, activation: sigmoid}
+  - {dense: 4, activation: sigmoid}
+  - {dense: 4, activation: sigmoid}
+  - {dense: 4, activation: sigmoid}
+  - {dense: 4, activation: sigmoid}
+  - {dense: 1}
+loss: {mse: y}
+"""
 EXTRA_SPECS = {
     "relu32": RELU32,
+    "sigmoid32": SIGMOID32_SPEC,
     "offset": OFFSET_SPEC,
     "tiny": TINY_SPEC,
     "coarse": COARSE_SPEC,
@@ -141,11 +158,21 @@ def test_emitted_tests_pass(emitted: Path) -> None:
     assert re.search(r"\b\d+ passed\b", completed.stdout)
     assert "failed" not in completed.stdout
     # where the output rounds too coarsely to resolve the tolerance, the test says so
-    coarse = re.findall(r"rounds too coarsely here: (\w+) resolved to (\S+) only", completed.stdout)
-    assert {name for name, _ in coarse} == {"w", "v"}
-    assert all(1e-6 < float(resolved) < 1e-3 for _, resolved in coarse)
-    # and where it cannot tell right from wrong, it is skipped (the coarse spec's 6)
-    assert re.search(r"\b6 skipped\b", completed.stdout), completed.stdout
+    coarse = re.findall(
+        r"test_(\w+)_gradcheck.py:\d+: UserWarning: the output rounds too coarsely here: "
+        r"(\w+) resolved to (\S+) only",
+        completed.stdout,
+    )
+    assert {(spec, name) for spec, name, _ in coarse if spec != "sigmoid32"} == {
+        ("offset", "w"),
+        ("offset", "v"),
+    }
+    assert all(1e-6 < float(resolved) < 1e-3 for spec, _, resolved in coarse if spec == "offset")
+    # float32 resolves to 0.1 (its tolerance) at best: the sigmoid net's first layers less
+    assert all(0.1 < float(resolved) <= 0.5 for spec, _, resolved in coarse if spec != "offset")
+    # and where it cannot tell right from wrong, it is skipped (the coarse spec's 6, the
+    # sigmoid net's 4)
+    assert re.search(r"\b10 skipped\b", completed.stdout), completed.stdout
 
 
 def test_emitted_tests_pass_in_importlib_mode(emitted: Path) -> None:
@@ -357,3 +384,20 @@ def test_help_says_what_the_flag_covers(capsys: pytest.CaptureFixture[str]) -> N
     text = " ".join(capsys.readouterr().out.split())
     assert "--emit-tests also write DIR/test_<name>_gradcheck.py" in text
     assert "(--check and --stdout cover it too)" in text
+
+
+def test_float32_tests_allow_for_rounding_and_say_what_they_cannot_resolve(
+    emitted: Path,
+) -> None:
+    """Fourteenth review: float32 tests had no rounding allowance, so right gradients of a
+    five-layer sigmoid net, 1e-4 of its loss, failed (relative error 0.25, 0.13: 6 of
+    120 at seeds 0-9). Now they pass, warn or are skipped, saying to what they resolve;
+    a gradient off by its sign, a factor of 2 or zeroed fails as often as before, but
+    where the gradient is below what float32 resolves."""
+    right = gradient_test_outcomes(emitted, "sigmoid32", 1.0, range(10))
+    # measured: 90 pass, 18 warn, 12 skip (no allowance: 114 pass, 6 fail)
+    assert right["fail"] == 0 and right["pass"] >= 80, right
+    for factor in (-1.0, 2.0, 0.0):
+        # measured: 116-118 fail, 1-3 pass, 1 skip (no allowance: 117-120 fail, 0-3 pass)
+        wrong = gradient_test_outcomes(emitted, "sigmoid32", factor, range(10))
+        assert wrong["fail"] >= 112 and wrong["pass"] + wrong["warn"] <= 4, (factor, wrong)
