@@ -1029,13 +1029,15 @@ params: {w: [3]}
 nodes:
   loss: softmax_cross_entropy(x * w, y)
 """
-
-
-@pytest.mark.parametrize(
+# the labels of a batch (int64), and of a batch of sequences (int32)
+LABEL_SPECS = pytest.mark.parametrize(
     ("spec", "shape", "classes"),
     [("examples/mnist.yaml", (4, 784), 10), (LABELS_2D_SPEC, (2, 4, 3), 3)],
     ids=["mnist", "labels_2d"],
 )
+
+
+@LABEL_SPECS
 def test_a_negative_label_is_an_index_error(
     spec: str, shape: tuple[int, ...], classes: int, tmp_path: Path
 ) -> None:
@@ -1060,11 +1062,7 @@ def test_a_negative_label_is_an_index_error(
             module.forward(params, x, labels.tolist())
 
 
-@pytest.mark.parametrize(
-    ("spec", "shape", "classes"),
-    [("examples/mnist.yaml", (4, 784), 10), (LABELS_2D_SPEC, (2, 4, 3), 3)],
-    ids=["mnist", "labels_2d"],
-)
+@LABEL_SPECS
 def test_a_label_that_a_cast_would_change_is_a_value_error(
     spec: str, shape: tuple[int, ...], classes: int, tmp_path: Path
 ) -> None:
