@@ -553,13 +553,14 @@ def render(optimized: Optimized) -> str:
             if item.name not in names:
                 continue
             helper = "input_array" if item.dtype in FLOAT_DTYPES else "labels"
-            printer.use_helper("float_array")
             dtype = printer.dtype_text(item.dtype)
             arguments = [item.name, dtype, f'"{item.name}"', *_wanted_shape(item, sizes)]
             call = f"_{helper}({', '.join(arguments)})"
             lines.append(_templated_line(item.name, call))
             printer.use_helper(helper)
             printer.use_helper("shape_message")
+            if helper == "input_array":  # labels cast by _class_indices, not _float_array
+                printer.use_helper("float_array")
         return lines
 
     # forward computes what the output and backward need: a value only `predict` returns
